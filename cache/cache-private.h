@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared between the store (folder, limit, eviction) and the per-export
+ * chunk cache. Not for use outside cache/. */
+#pragma once
+
+#include "cache.h"
+
+enum {
+	CHUNK_ABSENT = 0,
+	CHUNK_INFLIGHT,		/* claimed, being fetched */
+	CHUNK_PRESENT,
+	CHUNK_HOLE,		/* no data in the map: reads as zeros */
+};
+#define CHUNK_PREFETCH 0x80	/* flag on INFLIGHT: claimed by prefetch */
+#define CHUNK_STATE(s) ((s) & 0x7f)
+
+struct CfsStore {
+	char *dir;
+	guint64 limit;
+	guint64 min_free;
+
+	GMutex lock;
+	GList *caches;		/* protected by lock */
+	guint64 usage;		/* protected by lock: bytes of chunks + dormant */
+	GList *dormant;		/* protected by lock: StoreDormant*, oldest first */
+	guint32 clock;		/* atomic: LRU ticks */
+	gint evicting;		/* atomic: one eviction at a time */
+};
+
+struct CfsCache {
+	CfsStore *store;
+	char *dir;
+	char *label;
+	CfsExtentMap *map;
+	guint64 chunk_size;
+	guint64 n_chunks;
+	guint parallel;
+	CfsCacheFetchFn fetch;
+	gpointer owner;
+	int data_fd;
+	guint32 *bitmap;	/* mmap of the bitmap file; bits set under lock */
+	gsize bitmap_len;
+
+	GMutex lock;
+	guint8 *state;		/* protected by lock */
+	guint16 *pins;		/* protected by lock */
+	guint32 *tick;		/* protected by lock: last use, for LRU */
+	GHashTable *waiters;	/* protected by lock: idx -> GPtrArray of holds */
+	guint64 present;	/* protected by lock */
+	guint64 total;		/* constant: bytes of data chunks */
+	guint inflight;		/* protected by lock */
+	guint prefetch_inflight; /* protected by lock */
+	int readers;		/* protected by lock */
+	bool fill_all;		/* protected by lock */
+	guint64 fill_cursor;	/* protected by lock */
+	struct {
+		guint64 start, end;
+	} seq[4];		/* protected by lock: sequential readers */
+	guint seq_next;		/* protected by lock */
+};
+
+/* Bytes of chunk @idx (the last one may be short). */
+static inline guint64 cfs_chunk_len(const CfsCache *c, guint64 idx)
+{
+	guint64 off = idx * c->chunk_size;
+
+	return MIN(c->chunk_size, c->map->size - off);
+}
+
+/* store.c: account for chunks that came or went; may evict. No lock. */
+void cfs_store_account(CfsStore *store, gint64 delta);
+/* store.c: register an open cache (and forget its folder as dormant). */
+void cfs_store_attach(CfsStore *store, CfsCache *cache);
+void cfs_store_detach(CfsStore *store, CfsCache *cache);
+/* cache.c: drop up to @want bytes of unpinned present chunks older than
+ * @before (LRU tick). Cache lock not held. Returns bytes dropped. */
+guint64 cfs_cache_evict(CfsCache *cache, guint32 before, guint64 want);
+/* cache.c: append the LRU tick of every evictable chunk to @ticks
+ * (guint32). Cache lock not held. */
+void cfs_cache_collect_ticks(CfsCache *cache, GArray *ticks);

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Logging: GLib's structured log, written as one line per message to
+ * stderr (foreground) or a file, with a timestamp and level. Debug
+ * messages only when asked for.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+
+/* Install the writer. @path NULL: stderr. @debug: show debug messages.
+ * Call once at start-up, before any thread. */
+bool cfs_log_init(const char *path, bool debug, GError **error);

@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Exports: starting them, answering reads of their files from the cache,
+ * and their .progress lines. Fetching chunks is in fetch.c.
+ */
+#include <string.h>
+
+#include "common/error.h"
+#include "common/util.h"
+#include "fs/export-private.h"
+#include "fs/formats/format.h"
+
+void cfs_engine_start(CfsEngine *engine)
+{
+	engine->control = g_thread_pool_new(cfs_export_start_job, NULL, 4,
+					    FALSE, NULL);
+	engine->io = g_thread_pool_new(cfs_fetch_local_job, NULL, 2, FALSE,
+				       NULL);
+}
+
+void cfs_engine_stop(CfsEngine *engine)
+{
+	if (engine->control)
+		g_thread_pool_free(engine->control, FALSE, TRUE);
+	if (engine->io)
+		g_thread_pool_free(engine->io, FALSE, TRUE);
+	engine->control = engine->io = NULL;
+}
+
+CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
+			  CfsDisk *disk, const char *path)
+{
+	CfsExport *ex = g_new0(CfsExport, 1);
+
+	ex->engine = engine;
+	ex->prov = prov;
+	ex->disk = disk;
+	ex->path = g_strdup(path);
+	g_mutex_init(&ex->lock);
+	g_cond_init(&ex->cond);
+	ex->parked = g_ptr_array_new();
+	return ex;
+}
+
+void cfs_export_free(CfsExport *ex)
+{
+	if (!ex)
+		return;
+	g_mutex_lock(&ex->lock);
+	while (ex->state == EXPORT_PREPARING)
+		g_cond_wait(&ex->cond, &ex->lock);
+	g_mutex_unlock(&ex->lock);
+	cfs_cache_close(ex->cache);
+	if (ex->source)
+		ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
+	cfs_source_free(ex->source);
+	cfs_disk_free(ex->disk);
+	g_ptr_array_unref(ex->parked);
+	g_free(ex->path);
+	g_free(ex->phase);
+	g_free(ex->error);
+	g_mutex_clear(&ex->lock);
+	g_cond_clear(&ex->cond);
+	g_free(ex);
+}
+
+CfsDisk *cfs_export_disk(CfsExport *ex)
+{
+	return ex->disk;
+}
+
+void cfs_export_report(CfsExportReport *report, const char *phase,
+		       double percent)
+{
+	CfsExport *ex = (CfsExport *)report;
+
+	g_mutex_lock(&ex->lock);
+	g_free(ex->phase);
+	ex->phase = g_strdup(phase);
+	ex->phase_percent = percent;
+	g_mutex_unlock(&ex->lock);
+}
+
+void cfs_export_set_error(CfsExport *ex, const GError *error)
+{
+	g_mutex_lock(&ex->lock);
+	if (error) {
+		if (g_strcmp0(ex->error, error->message) != 0)
+			g_warning("%s: %s", ex->path, error->message);
+		g_free(ex->error);
+		ex->error = g_strdup(error->message);
+	} else {
+		g_clear_pointer(&ex->error, g_free);
+	}
+	g_mutex_unlock(&ex->lock);
+}
+
+/* --- starting --- */
+
+void cfs_export_start_job(gpointer data, gpointer unused)
+{
+	CfsExport *ex = data;
+	CfsEngine *engine = ex->engine;
+	g_autoptr(GError) error = NULL;
+	g_autoptr(GPtrArray) parked = NULL;
+	CfsSource *src;
+	CfsCache *cache = NULL;
+	int opens;
+
+	src = ex->prov->ops->export_start(ex->prov, ex->disk,
+					  (CfsExportReport *)ex, &error);
+	if (src) {
+		g_autofree char *key = g_strdup_printf(
+			"%s\n%s\n%s", ex->prov->ops->name,
+			ex->disk->id ? ex->disk->id : ex->path, src->identity);
+
+		cache = cfs_cache_open(engine->store, key, ex->path, src->map,
+				       engine->chunk_size, engine->parallel,
+				       cfs_fetch_chunk, ex, &error);
+		if (!cache) {
+			ex->prov->ops->export_end(ex->prov, ex->disk, src);
+			g_clear_pointer(&src, cfs_source_free);
+		}
+	}
+	if (error)
+		g_prefix_error(&error, "export: ");
+	g_mutex_lock(&ex->lock);
+	ex->source = src;
+	ex->cache = cache;
+	ex->state = cache ? EXPORT_READY : EXPORT_FAILED;
+	if (error) {
+		g_free(ex->error);
+		ex->error = g_strdup(error->message);
+	}
+	opens = ex->opens;
+	parked = g_steal_pointer(&ex->parked);
+	ex->parked = g_ptr_array_new();
+	g_cond_broadcast(&ex->cond);
+	g_mutex_unlock(&ex->lock);
+
+	if (error)
+		g_warning("%s: %s", ex->path, error->message);
+	else
+		g_message("%s: ready, %" G_GUINT64_FORMAT " bytes, %s", ex->path,
+			  src->size, src->random ? "random access" : "stream");
+	if (cache && opens)
+		cfs_cache_add_readers(cache, opens);
+	for (guint i = 0; i < parked->len; i++)
+		cfs_read_go(parked->pdata[i], error);
+}
+
+void cfs_export_open(CfsExport *ex)
+{
+	bool start = false;
+	CfsCache *cache;
+
+	g_mutex_lock(&ex->lock);
+	ex->opens++;
+	ex->ever_opened = true;
+	if (ex->state == EXPORT_IDLE ||
+	    (ex->state == EXPORT_FAILED && !ex->cache)) {
+		ex->state = EXPORT_PREPARING;
+		g_clear_pointer(&ex->error, g_free);
+		start = true;
+	}
+	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
+	g_mutex_unlock(&ex->lock);
+	if (start)
+		g_thread_pool_push(ex->engine->control, ex, NULL);
+	if (cache)
+		cfs_cache_add_readers(cache, 1);
+}
+
+void cfs_export_release(CfsExport *ex)
+{
+	CfsCache *cache;
+
+	g_mutex_lock(&ex->lock);
+	ex->opens--;
+	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
+	g_mutex_unlock(&ex->lock);
+	if (cache)
+		cfs_cache_add_readers(cache, -1);
+}
+
+/* --- reads --- */
+
+typedef struct {
+	CfsExport *ex;
+	const CfsView *view;
+	fuse_req_t req;
+	size_t size;
+	guint64 off;
+	bool parked;		/* protected by ex->lock */
+	CfsCacheHold *hold;	/* atomic: set once acquired */
+} ReadCtx;
+
+static bool read_raw(void *opaque, void *buf, gsize len, guint64 off,
+		     GError **error)
+{
+	CfsExport *ex = opaque;
+
+	return cfs_cache_pread(ex->cache, buf, len, off, error);
+}
+
+/* Answer the read from chunks it holds. Any thread; no lock held. */
+static void read_finish(ReadCtx *ctx, const GError *failed)
+{
+	g_autoptr(GError) error = NULL;
+	g_autofree char *buf = NULL;
+	bool ok;
+
+	/* Wait out a running interrupt handler, and stop new ones. */
+	fuse_req_interrupt_func(ctx->req, NULL, NULL);
+	if (failed) {
+		fuse_reply_err(ctx->req, EIO);
+		goto out;
+	}
+	buf = g_malloc(ctx->size);
+	if (ctx->view)
+		ok = cfs_view_read(ctx->view, buf, ctx->size, ctx->off,
+				   read_raw, ctx->ex, &error);
+	else
+		ok = cfs_cache_pread(ctx->ex->cache, buf, ctx->size, ctx->off,
+				     &error);
+	if (ok) {
+		fuse_reply_buf(ctx->req, buf, ctx->size);
+	} else {
+		g_warning("%s: %s", ctx->ex->path, error->message);
+		fuse_reply_err(ctx->req, EIO);
+	}
+out:
+	cfs_cache_release(g_atomic_pointer_get(&ctx->hold));
+	g_free(ctx);
+}
+
+static void read_wake(CfsCacheHold *hold, gpointer data, const GError *error)
+{
+	read_finish(data, error);
+}
+
+static void read_interrupt(fuse_req_t req, void *data)
+{
+	ReadCtx *ctx = data;
+	CfsExport *ex = ctx->ex;
+	CfsCacheHold *hold;
+	bool was_parked;
+
+	g_mutex_lock(&ex->lock);
+	was_parked = ctx->parked && g_ptr_array_remove(ex->parked, ctx);
+	g_mutex_unlock(&ex->lock);
+	if (!was_parked) {
+		hold = g_atomic_pointer_get(&ctx->hold);
+		if (!hold || !cfs_cache_cancel(hold))
+			return;	/* it is being answered */
+		cfs_cache_release(hold);
+	}
+	fuse_reply_err(req, EINTR);
+	g_free(ctx);
+}
+
+void cfs_read_go(gpointer data, const GError *error)
+{
+	ReadCtx *ctx = data;
+	CfsExport *ex = ctx->ex;
+	g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
+	CfsCacheHold *hold = NULL;
+
+	if (error) {
+		fuse_req_interrupt_func(ctx->req, NULL, NULL);
+		fuse_reply_err(ctx->req, EIO);
+		g_free(ctx);
+		return;
+	}
+	if (ctx->view) {
+		cfs_view_deps(ctx->view, ctx->off, ctx->size, ranges);
+	} else {
+		CfsExtent whole = { ctx->off, ctx->size };
+
+		g_array_append_val(ranges, whole);
+	}
+	if (cfs_cache_acquire(ex->cache, (CfsExtent *)(void *)ranges->data,
+			      ranges->len, read_wake, ctx, &hold)) {
+		g_atomic_pointer_set(&ctx->hold, hold);
+		read_finish(ctx, NULL);
+		return;
+	}
+	/* Parked: read_wake may run any time from now on. The hold is
+	 * published for read_interrupt, which only acts on it while it is
+	 * not woken. */
+	g_atomic_pointer_set(&ctx->hold, hold);
+}
+
+/* The span of raw disk bytes a view read needs, for the sequential
+ * reader detection; 0 bytes if it needs none. */
+static void read_raw_span(const CfsView *view, guint64 off, guint64 len,
+			  guint64 *raw_off, guint64 *raw_len)
+{
+	g_autoptr(GArray) deps = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
+	guint64 lo = G_MAXUINT64, hi = 0;
+
+	cfs_view_deps(view, off, len, deps);
+	for (guint i = 0; i < deps->len; i++) {
+		CfsExtent *e = &g_array_index(deps, CfsExtent, i);
+
+		lo = MIN(lo, e->offset);
+		hi = MAX(hi, e->offset + e->length);
+	}
+	*raw_off = deps->len ? lo : 0;
+	*raw_len = deps->len ? hi - lo : 0;
+}
+
+void cfs_export_read(CfsExport *ex, const CfsView *view, fuse_req_t req,
+		     size_t size, off_t off)
+{
+	guint64 file_size = view ? cfs_view_size(view) : ex->disk->size;
+	ReadCtx *ctx;
+	bool ready = false, failed = false;
+
+	if (off < 0 || (guint64)off >= file_size || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	ctx = g_new0(ReadCtx, 1);
+	ctx->ex = ex;
+	ctx->view = view;
+	ctx->req = req;
+	ctx->off = (guint64)off;
+	ctx->size = (size_t)MIN((guint64)size, file_size - ctx->off);
+	fuse_req_interrupt_func(req, read_interrupt, ctx);
+
+	g_mutex_lock(&ex->lock);
+	switch (ex->state) {
+	case EXPORT_READY:
+		ready = true;
+		break;
+	case EXPORT_FAILED:
+		failed = true;
+		break;
+	default:
+		ctx->parked = true;
+		g_ptr_array_add(ex->parked, ctx);
+		break;
+	}
+	g_mutex_unlock(&ex->lock);
+	if (failed) {
+		g_autoptr(GError) error = g_error_new(CFS_ERROR, EIO,
+						      "export failed");
+
+		cfs_read_go(ctx, error);
+		return;
+	}
+	if (ready) {
+		guint64 raw_off = ctx->off, raw_len = ctx->size;
+
+		if (view)
+			read_raw_span(view, ctx->off, ctx->size, &raw_off,
+				      &raw_len);
+		cfs_read_go(ctx, NULL);
+		if (raw_len)
+			cfs_cache_note_read(ex->cache, raw_off, raw_len);
+	}
+}

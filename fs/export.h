@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Exports: one per disk. An export starts when one of the disk's files is
+ * first opened (the provider's export_start runs on the control pool),
+ * owns the source and the chunk cache once ready, fetches the chunks the
+ * cache asks for (HTTP pieces on the network thread, local sources on the
+ * I/O pool), counts every byte that lands, and answers FUSE reads of the
+ * disk's files (the native file, or a format view) when their chunks are
+ * in.
+ *
+ * Lock order: export lock, then cache locks. Nothing is called out of
+ * this module with the export lock held.
+ */
+#pragma once
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+#include <glib.h>
+
+#include "cache/cache.h"
+#include "fs/formats/format.h"
+#include "providers/provider.h"
+
+typedef struct CfsExport CfsExport;
+
+/* What every export shares. Filled by main before the first open. */
+typedef struct {
+	CfsContext ctx;		/* the network thread, for providers too */
+	CfsStore *store;
+	guint64 chunk_size;
+	guint parallel;
+	GThreadPool *control;	/* export_start/end: may block */
+	GThreadPool *io;	/* reads of local sources */
+} CfsEngine;
+
+/* The engine's pools. Main thread. */
+void cfs_engine_start(CfsEngine *engine);
+void cfs_engine_stop(CfsEngine *engine);
+
+/* A new export of @disk (transfer full), shown as @path ("url/web01/disk"
+ * without extension). */
+CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
+			  CfsDisk *disk, const char *path);
+/* End it (release what the provider granted) and free. No open files. */
+void cfs_export_free(CfsExport *ex);
+
+CfsDisk *cfs_export_disk(CfsExport *ex);
+
+/* A disk file was opened or released: starts the export on the first
+ * open. Never waits. Any FUSE thread. */
+void cfs_export_open(CfsExport *ex);
+void cfs_export_release(CfsExport *ex);
+
+/* Answer a FUSE read of the native file (@view NULL) or a view. Replies
+ * now, or later from another thread. */
+void cfs_export_read(CfsExport *ex, const CfsView *view, fuse_req_t req,
+		     size_t size, off_t off);
+
+/* Append the .progress line of the file @path (relative to the mount). */
+void cfs_export_progress(CfsExport *ex, const char *path, GString *out);

@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Fetching chunks for the cache: ranged HTTP pieces on the network thread,
+ * one whole-file stream for servers without ranges, and reads of local
+ * sources on the I/O pool. Every byte that lands is counted here.
+ */
+#include <string.h>
+
+#include "common/error.h"
+#include "common/util.h"
+#include "fs/export-private.h"
+
+/* Bytes gathered before a write to the cache file (small writes are
+ * slow; see DESIGN.md). */
+#define STAGE_SIZE (1024 * 1024)
+
+/* One chunk being fetched over HTTP, in one or more pieces. */
+typedef struct {
+	CfsExport *ex;
+	guint64 idx;
+	guint pending;		/* pieces not done; network thread only */
+	GError *error;		/* the first failure */
+} ChunkJob;
+
+/* One HTTP request of a chunk (or the whole stream). */
+typedef struct {
+	ChunkJob *job;		/* NULL for the stream */
+	CfsExport *ex;
+	CfsSourcePiece piece;
+	guint64 pos;		/* disk offset of the next body byte */
+	guint64 flushed;	/* disk offset written up to */
+	GByteArray *stage;	/* bytes from flushed to pos */
+	bool whole;		/* keep the whole piece (to verify it) */
+	GError *error;		/* ours, beats the transfer's */
+	/* the stream only */
+	guint64 claimed_idx;	/* chunk the stream fills now, or G_MAXUINT64 */
+} Piece;
+
+static void piece_free(Piece *p)
+{
+	g_byte_array_unref(p->stage);
+	g_clear_error(&p->error);
+	g_free(p);
+}
+
+static void chunk_job_end(ChunkJob *job)
+{
+	CfsExport *ex = job->ex;
+
+	cfs_export_set_error(ex, job->error);
+	cfs_cache_chunk_done(ex->cache, job->idx, job->error);
+	g_clear_error(&job->error);
+	g_free(job);
+}
+
+/* Write what is staged to the cache. */
+static bool piece_flush(Piece *p)
+{
+	if (p->stage->len == 0)
+		return true;
+	if (!cfs_cache_write(p->ex->cache, p->flushed, p->stage->data,
+			     p->stage->len, &p->error))
+		return false;
+	p->flushed += p->stage->len;
+	g_byte_array_set_size(p->stage, 0);
+	return true;
+}
+
+static void piece_reset(CfsHttpRequest *req)
+{
+	Piece *p = req->user_data;
+
+	p->pos = p->piece.offset;
+	p->flushed = p->piece.offset;
+	g_byte_array_set_size(p->stage, 0);
+	p->claimed_idx = G_MAXUINT64;
+}
+
+/* The body of a ranged piece. A server that ignores Range answers 200
+ * with the whole file: skip to the piece, and use a stream from now on. */
+static bool piece_body(CfsHttpRequest *req, const void *data, gsize len)
+{
+	Piece *p = req->user_data;
+	const guint8 *bytes = data;
+	guint64 end = p->piece.offset + p->piece.length;
+
+	if (req->status == 200 && req->has_range && p->piece.offset > 0 &&
+	    p->pos == p->piece.offset && p->stage->len == 0) {
+		g_atomic_int_set(&p->ex->ranges_ignored, 1);
+		p->pos = 0;	/* the body starts at the file's start */
+	}
+	__atomic_fetch_add(&p->ex->fetched, len, __ATOMIC_RELAXED);
+	if (p->pos < p->piece.offset) {
+		guint64 skip = MIN(len, p->piece.offset - p->pos);
+
+		p->pos += skip;
+		bytes += skip;
+		len -= skip;
+	}
+	len = (gsize)MIN((guint64)len, end - p->pos);
+	g_byte_array_append(p->stage, bytes, (guint)len);
+	p->pos += len;
+	if (!p->whole && p->stage->len >= STAGE_SIZE && !piece_flush(p))
+		return false;
+	if (p->pos >= end && req->status == 200) {
+		req->abort_ok = true;	/* all we need; stop the rest */
+		return false;
+	}
+	return true;
+}
+
+static void piece_done(CfsHttpRequest *req, const GError *error)
+{
+	Piece *p = req->user_data;
+	ChunkJob *job = p->job;
+	CfsSource *src = p->ex->source;
+
+	if (!error && !p->error && p->pos < p->piece.offset + p->piece.length)
+		p->error = g_error_new(CFS_ERROR, EIO, "short answer from %s",
+				       req->host);
+	if (!error && !p->error && src->ops->verify &&
+	    !src->ops->verify(src, &p->piece, p->stage->data, p->stage->len,
+			      &p->error))
+		g_prefix_error(&p->error, "%s: ", req->host);
+	if (!error && !p->error)
+		piece_flush(p);
+	if (!job->error && (p->error || error))
+		job->error = g_error_copy(p->error ? p->error : error);
+	cfs_http_request_free(req);
+	piece_free(p);
+	if (--job->pending == 0)
+		chunk_job_end(job);
+}
+
+static Piece *piece_new(CfsExport *ex, const CfsSourcePiece *sp, bool whole)
+{
+	Piece *p = g_new0(Piece, 1);
+
+	p->ex = ex;
+	p->piece = *sp;
+	p->whole = whole;
+	p->stage = g_byte_array_sized_new(
+		(guint)MIN(sp->length, whole ? sp->length : STAGE_SIZE));
+	p->pos = p->flushed = sp->offset;
+	p->claimed_idx = G_MAXUINT64;
+	return p;
+}
+
+static void fetch_http(CfsExport *ex, guint64 idx, bool demand)
+{
+	CfsSource *src = ex->source;
+	guint64 chunk = cfs_cache_chunk_size(ex->cache);
+	guint64 off = idx * chunk, len = MIN(chunk, src->size - off);
+	g_autoptr(GArray) pieces = g_array_new(FALSE, FALSE,
+					       sizeof(CfsSourcePiece));
+	g_autoptr(GError) error = NULL;
+	ChunkJob *job = g_new0(ChunkJob, 1);
+
+	job->ex = ex;
+	job->idx = idx;
+	if (!src->ops->plan(src, off, len, pieces, &error) ||
+	    pieces->len == 0) {
+		/* Nothing to fetch: the chunk is all holes. */
+		if (error)
+			job->error = g_steal_pointer(&error);
+		chunk_job_end(job);
+		return;
+	}
+	/* The job ends when the last piece is done, on the network thread;
+	 * count them all before the first can finish. */
+	job->pending = pieces->len;
+	for (guint i = 0; i < pieces->len; i++) {
+		CfsSourcePiece *sp = &g_array_index(pieces, CfsSourcePiece, i);
+		Piece *p = piece_new(ex, sp, src->ops->verify != NULL);
+		CfsHttpRequest *req = sp->req;
+
+		p->job = job;
+		req->priority = demand ? CFS_HTTP_DEMAND : CFS_HTTP_PREFETCH;
+		req->on_body = piece_body;
+		req->on_reset = piece_reset;
+		req->on_done = piece_done;
+		req->user_data = p;
+		req->timeout_s = MAX(req->timeout_s, 300);
+		cfs_http_submit(ex->engine->ctx.http, req);
+	}
+}
+
+/* --- one stream for the whole file --- */
+
+static void stream_start(CfsExport *ex);
+
+/* The stream passes over the disk: it fills every chunk it can claim. */
+static bool stream_body(CfsHttpRequest *req, const void *data, gsize len)
+{
+	Piece *p = req->user_data;
+	CfsExport *ex = p->ex;
+	guint64 chunk = cfs_cache_chunk_size(ex->cache);
+	const guint8 *bytes = data;
+
+	__atomic_fetch_add(&ex->fetched, len, __ATOMIC_RELAXED);
+	while (len > 0 && p->pos < ex->source->size) {
+		guint64 idx = p->pos / chunk;
+		guint64 chunk_end = MIN((idx + 1) * chunk, ex->source->size);
+		gsize n = (gsize)MIN((guint64)len, chunk_end - p->pos);
+
+		if (p->pos == idx * chunk) {
+			p->claimed_idx = cfs_cache_claim(ex->cache, idx) ?
+						 idx : G_MAXUINT64;
+			p->flushed = p->pos;
+			g_byte_array_set_size(p->stage, 0);
+		}
+		if (p->claimed_idx == idx) {
+			g_byte_array_append(p->stage, bytes, (guint)n);
+			if (p->stage->len >= STAGE_SIZE && !piece_flush(p))
+				return false;
+		}
+		p->pos += n;
+		bytes += n;
+		len -= n;
+		if (p->pos == chunk_end && p->claimed_idx == idx) {
+			if (!piece_flush(p))
+				return false;
+			p->claimed_idx = G_MAXUINT64;
+			cfs_cache_chunk_done(ex->cache, idx, NULL);
+		}
+	}
+	return true;
+}
+
+/* Fail every chunk still claimed: only the stream claims them. */
+static void stream_fail_claims(CfsExport *ex, const GError *error)
+{
+	guint64 n = cfs_cache_n_chunks(ex->cache);
+
+	for (guint64 idx = 0; idx < n; idx++)
+		if (cfs_cache_claimed(ex->cache, idx))
+			cfs_cache_chunk_done(ex->cache, idx, error);
+}
+
+static void stream_done(CfsHttpRequest *req, const GError *error)
+{
+	Piece *p = req->user_data;
+	CfsExport *ex = p->ex;
+	g_autoptr(GError) failure = NULL;
+	bool again;
+
+	if (error || p->error)
+		failure = g_error_copy(p->error ? p->error : error);
+	else if (p->pos < ex->source->size)
+		failure = g_error_new(CFS_ERROR, EIO, "stream from %s ended "
+				      "after %" G_GUINT64_FORMAT " of %"
+				      G_GUINT64_FORMAT " bytes", req->host,
+				      p->pos, ex->source->size);
+	cfs_http_request_free(req);
+	piece_free(p);
+	cfs_export_set_error(ex, failure);
+	if (failure)
+		stream_fail_claims(ex, failure);
+	g_mutex_lock(&ex->lock);
+	ex->streaming = false;
+	/* Chunks asked for after the stream had passed them. */
+	again = !failure && cfs_cache_inflight(ex->cache) > 0;
+	g_mutex_unlock(&ex->lock);
+	if (again)
+		stream_start(ex);
+}
+
+static void stream_start(CfsExport *ex)
+{
+	CfsSource *src = ex->source;
+	g_autoptr(GArray) pieces = g_array_new(FALSE, FALSE,
+					       sizeof(CfsSourcePiece));
+	g_autoptr(GError) error = NULL;
+	CfsSourcePiece *sp;
+	CfsHttpRequest *req;
+	Piece *p;
+
+	g_mutex_lock(&ex->lock);
+	if (ex->streaming) {
+		g_mutex_unlock(&ex->lock);
+		return;
+	}
+	ex->streaming = true;
+	g_mutex_unlock(&ex->lock);
+
+	if (!src->ops->plan(src, 0, src->size, pieces, &error) ||
+	    pieces->len != 1) {
+		if (!error)
+			error = g_error_new(CFS_ERROR, EIO, "no stream for %s",
+					    ex->path);
+		cfs_export_set_error(ex, error);
+		stream_fail_claims(ex, error);
+		g_mutex_lock(&ex->lock);
+		ex->streaming = false;
+		g_mutex_unlock(&ex->lock);
+		return;
+	}
+	sp = &g_array_index(pieces, CfsSourcePiece, 0);
+	req = sp->req;
+	req->has_range = false;
+	p = piece_new(ex, sp, false);
+	p->piece.offset = 0;
+	p->pos = p->flushed = 0;
+	req->priority = CFS_HTTP_DEMAND;
+	req->on_body = stream_body;
+	req->on_reset = piece_reset;
+	req->on_done = stream_done;
+	req->user_data = p;
+	cfs_http_submit(ex->engine->ctx.http, req);
+}
+
+/* --- local sources --- */
+
+typedef struct {
+	CfsExport *ex;
+	guint64 idx;
+} LocalJob;
+
+void cfs_fetch_local_job(gpointer data, gpointer unused)
+{
+	LocalJob *job = data;
+	CfsExport *ex = job->ex;
+	CfsSource *src = ex->source;
+	guint64 chunk = cfs_cache_chunk_size(ex->cache);
+	guint64 off = job->idx * chunk, end = MIN(off + chunk, src->size);
+	g_autofree guint8 *buf = g_malloc(STAGE_SIZE);
+	g_autoptr(GError) error = NULL;
+	guint64 pos = off;
+
+	while (pos < end && !error) {
+		guint64 data_at, hole_at, n;
+
+		/* Copy only the data extents: holes stay holes. */
+		if (!cfs_extent_map_next_data(src->map, pos, &data_at) ||
+		    data_at >= end)
+			break;
+		cfs_extent_map_next_hole(src->map, data_at, &hole_at);
+		n = MIN(MIN(hole_at, end) - data_at, STAGE_SIZE);
+		if (src->ops->pread(src, buf, n, data_at, &error) &&
+		    cfs_cache_write(ex->cache, data_at, buf, n, &error))
+			__atomic_fetch_add(&ex->fetched, n, __ATOMIC_RELAXED);
+		pos = data_at + n;
+	}
+	cfs_export_set_error(ex, error);
+	cfs_cache_chunk_done(ex->cache, job->idx, error);
+	g_free(job);
+}
+
+/* --- the cache's fetch function --- */
+
+void cfs_fetch_chunk(gpointer owner, guint64 idx, bool demand)
+{
+	CfsExport *ex = owner;
+	CfsSource *src = ex->source;
+
+	if (src->ops->pread) {
+		LocalJob *job = g_new0(LocalJob, 1);
+
+		job->ex = ex;
+		job->idx = idx;
+		g_thread_pool_push(ex->engine->io, job, NULL);
+	} else if (!src->random ||
+		   g_atomic_int_get(&ex->ranges_ignored)) {
+		stream_start(ex);
+	} else {
+		fetch_http(ex, idx, demand);
+	}
+}

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: MIT
+/*
+ * cloudfs: the disks of cloud and hypervisor VMs as files.
+ * Parses the command line and the config file (errors fail the mount,
+ * before anything starts), mounts, starts the worker threads after
+ * daemonizing, runs the FUSE session, and tears down in order.
+ */
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "fs/ops.h"
+
+typedef struct {
+	char *config;
+	char *cache_dir;
+	char *cache_size;
+	char *min_free;
+	char *chunk_size;
+	char *formats;
+	char *log;
+	unsigned parallel;
+	unsigned list_ttl;
+	int verbose;
+	int insecure;
+	char *read_ahead;
+} CfsOptions;
+
+#define CFS_OPT(t, p) { t, offsetof(CfsOptions, p), 1 }
+static const struct fuse_opt cfs_opts[] = {
+	CFS_OPT("config=%s", config),
+	CFS_OPT("cache_dir=%s", cache_dir),
+	CFS_OPT("cache_size=%s", cache_size),
+	CFS_OPT("min_free=%s", min_free),
+	CFS_OPT("chunk_size=%s", chunk_size),
+	CFS_OPT("parallel=%u", parallel),
+	CFS_OPT("formats=%s", formats),
+	CFS_OPT("list_ttl=%u", list_ttl),
+	CFS_OPT("log=%s", log),
+	CFS_OPT("verbose", verbose),
+	CFS_OPT("insecure", insecure),
+	CFS_OPT("read_ahead=%s", read_ahead),
+	FUSE_OPT_END
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] MOUNTPOINT\n\n"
+	       "Presents the disks of cloud and hypervisor VMs as files.\n\n"
+	       "cloudfs options:\n"
+	       "    -o config=FILE       config file (~/.config/cloudfs/cloudfs.conf)\n"
+	       "    -o cache_dir=DIR     cache folder (~/.cache/cloudfs)\n"
+	       "    -o cache_size=SIZE   bytes of disk data to keep (8G; 0: no limit)\n"
+	       "    -o min_free=SIZE     free space to leave on the cache's disk (1G)\n"
+	       "    -o chunk_size=SIZE   unit of transfer and caching (4M)\n"
+	       "    -o parallel=N        range requests in flight per export (4)\n"
+	       "    -o formats=LIST      extra views of raw disks, e.g. vmdk:qcow2\n"
+	       "                         (raw, vhd, vmdk, vhdx, qcow2)\n"
+	       "    -o list_ttl=SECONDS  how long an inventory is trusted (60)\n"
+	       "    -o read_ahead=SIZE   kernel read-ahead of the mount (1M)\n"
+	       "    -o log=FILE          log to FILE (default: stderr)\n"
+	       "    -o verbose           log debug messages\n"
+	       "    -o insecure          do not verify TLS certificates\n\n",
+	       prog);
+}
+
+static bool parse_size_opt(const char *name, const char *text, guint64 dflt,
+			   guint64 *out, GError **error)
+{
+	if (!text) {
+		*out = dflt;
+		return true;
+	}
+	if (!cfs_parse_size(text, out, error)) {
+		g_prefix_error(error, "option %s: ", name);
+		return false;
+	}
+	return true;
+}
+
+static bool load_providers(CfsFs *fs, const char *path, bool given,
+			   GError **error)
+{
+	g_autoptr(GKeyFile) conf = g_key_file_new();
+	g_auto(GStrv) groups = NULL;
+	g_autoptr(GError) local = NULL;
+
+	fs->slots = g_ptr_array_new();
+	if (!g_key_file_load_from_file(conf, path, G_KEY_FILE_NONE, &local)) {
+		if (!given && g_error_matches(local, G_FILE_ERROR,
+					      G_FILE_ERROR_NOENT)) {
+			g_message("no config file %s: nothing to show", path);
+			return true;
+		}
+		g_set_error(error, CFS_ERROR, EINVAL, "config file %s: %s",
+			    path, local->message);
+		return false;
+	}
+	groups = g_key_file_get_groups(conf, NULL);
+	for (char **g = groups; *g; g++) {
+		const CfsProviderOps *ops = cfs_provider_find(*g);
+		CfsProviderSlot *slot;
+		CfsProvider *prov;
+
+		if (!ops) {
+			g_set_error(error, CFS_ERROR, EINVAL,
+				    "config file %s: unknown section [%s]",
+				    path, *g);
+			return false;
+		}
+		prov = ops->create(conf, *g, &fs->engine.ctx, &local);
+		if (!prov) {
+			g_set_error(error, CFS_ERROR, EINVAL,
+				    "config file %s: %s", path, local->message);
+			return false;
+		}
+		prov->ops = ops;
+		prov->ctx = &fs->engine.ctx;
+		slot = g_new0(CfsProviderSlot, 1);
+		slot->prov = prov;
+		g_mutex_init(&slot->list_lock);
+		g_ptr_array_add(fs->slots, slot);
+	}
+	return true;
+}
+
+static bool parse_formats(CfsFs *fs, const char *list, GError **error)
+{
+	g_auto(GStrv) names = NULL;
+
+	fs->views = g_ptr_array_new();
+	if (!list)
+		return true;
+	names = g_strsplit_set(list, ":;", -1);
+	for (char **n = names; *n; n++) {
+		const CfsFormat *fmt;
+
+		if (!**n)
+			continue;
+		fmt = cfs_format_find(*n);
+		if (!fmt) {
+			g_set_error(error, CFS_ERROR, EINVAL,
+				    "option formats: unknown format '%s' "
+				    "(raw, vhd, vmdk, vhdx, qcow2)", *n);
+			return false;
+		}
+		g_ptr_array_add(fs->views, (gpointer)fmt);
+	}
+	return true;
+}
+
+/* FUSE reads arrive in pieces of the kernel's read-ahead: 1 MiB pieces
+ * read much faster than the default 128 KiB (DESIGN.md). Runs once the
+ * session serves, since stat() of the mount point asks it. */
+static gpointer tune_read_ahead(gpointer data)
+{
+	CfsFs *fs = data;
+	g_autofree char *path = NULL, *value = NULL;
+	struct stat st;
+
+	if (stat(fs->mountpoint, &st) < 0)
+		return NULL;
+	path = g_strdup_printf("/sys/class/bdi/%u:%u/read_ahead_kb",
+			       major(st.st_dev), minor(st.st_dev));
+	value = g_strdup_printf("%u", fs->read_ahead_kb);
+	if (!g_file_set_contents(path, value, -1, NULL))
+		g_debug("cannot set %s (not root?)", path);
+	return NULL;
+}
+
+static void slots_free(CfsFs *fs)
+{
+	for (guint i = 0; fs->slots && i < fs->slots->len; i++) {
+		CfsProviderSlot *slot = fs->slots->pdata[i];
+
+		slot->prov->ops->free(slot->prov);
+		g_mutex_clear(&slot->list_lock);
+		g_free(slot->error);
+		g_free(slot);
+	}
+	g_clear_pointer(&fs->slots, g_ptr_array_unref);
+	g_clear_pointer(&fs->views, g_ptr_array_unref);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts cmd = { 0 };
+	struct fuse_loop_config loop = { .clone_fd = 0,
+					 .max_idle_threads = 16 };
+	CfsOptions opts = { .parallel = 4, .list_ttl = 60 };
+	CfsFs fs = { 0 };
+	struct fuse_session *se = NULL;
+	g_autoptr(GError) error = NULL;
+	g_autofree char *config = NULL, *cache_dir = NULL;
+	guint64 cache_size, min_free, chunk_size, read_ahead;
+	CfsHttpConfig http_config;
+	GThread *tuner = NULL;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &opts, cfs_opts, NULL) != 0 ||
+	    fuse_parse_cmdline(&args, &cmd) != 0)
+		return 1;
+	if (cmd.show_version) {
+		printf("cloudfs %s (libfuse %s, %s)\n", CFS_VERSION,
+		       fuse_pkgversion(), curl_version());
+		ret = 0;
+		goto out_args;
+	}
+	if (cmd.show_help) {
+		usage(argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out_args;
+	}
+	if (!cmd.mountpoint) {
+		fprintf(stderr, "%s: no mount point (see --help)\n", argv[0]);
+		goto out_args;
+	}
+	if (!cfs_log_init(opts.log, opts.verbose, &error))
+		goto fail;
+
+	config = opts.config ? g_strdup(opts.config) :
+			       g_build_filename(g_get_user_config_dir(),
+						"cloudfs", "cloudfs.conf", NULL);
+	cache_dir = opts.cache_dir ? g_strdup(opts.cache_dir) :
+				     g_build_filename(g_get_user_cache_dir(),
+						      "cloudfs", NULL);
+	if (!parse_size_opt("cache_size", opts.cache_size, 8ULL << 30,
+			    &cache_size, &error) ||
+	    !parse_size_opt("min_free", opts.min_free, 1ULL << 30, &min_free,
+			    &error) ||
+	    !parse_size_opt("chunk_size", opts.chunk_size, 4 << 20,
+			    &chunk_size, &error) ||
+	    !parse_size_opt("read_ahead", opts.read_ahead, 1 << 20,
+			    &read_ahead, &error))
+		goto fail;
+	if (chunk_size < 64 * 1024 || chunk_size > 256 << 20 ||
+	    (chunk_size & (chunk_size - 1))) {
+		g_set_error(&error, CFS_ERROR, EINVAL, "option chunk_size: "
+			    "a power of two from 64K to 256M");
+		goto fail;
+	}
+	if (opts.parallel < 1 || opts.parallel > 64) {
+		g_set_error(&error, CFS_ERROR, EINVAL,
+			    "option parallel: from 1 to 64");
+		goto fail;
+	}
+	if (!parse_formats(&fs, opts.formats, &error) ||
+	    !load_providers(&fs, config, opts.config != NULL, &error))
+		goto fail;
+	fs.engine.store = cfs_store_new(cache_dir, cache_size, min_free,
+					&error);
+	if (!fs.engine.store)
+		goto fail;
+	fs.engine.chunk_size = chunk_size;
+	fs.engine.parallel = opts.parallel;
+	fs.list_ttl_s = opts.list_ttl;
+	fs.uid = getuid();
+	fs.gid = getgid();
+	fs.read_ahead_kb = (guint)(read_ahead / 1024);
+	fs.mountpoint = cmd.mountpoint;
+	cfs_tree_init(&fs);
+
+	fuse_opt_add_arg(&args, "-oro,fsname=cloudfs,subtype=cloudfs");
+	se = fuse_session_new(&args, &cfs_fuse_ops, sizeof(cfs_fuse_ops), &fs);
+	if (!se)
+		goto out_tree;	/* libfuse said which option it did not know */
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, cmd.mountpoint) != 0)
+		goto out_signals;
+	fuse_daemonize(cmd.foreground);
+
+	/* Threads only after daemonizing. */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	cfs_http_config_init(&http_config);
+	http_config.insecure = opts.insecure;
+	fs.engine.ctx.http = cfs_http_new(&http_config, &error);
+	if (!fs.engine.ctx.http)
+		goto out_unmount;
+	cfs_engine_start(&fs.engine);
+	g_message("mounted on %s (cache %s)", cmd.mountpoint, cache_dir);
+	tuner = g_thread_new("cfs-tune", tune_read_ahead, &fs);
+	ret = fuse_session_loop_mt(se, &loop) != 0;
+	g_thread_join(tuner);
+
+	/* Parked reads end with the network thread; then the exports. */
+	cfs_http_free(fs.engine.ctx.http);
+	cfs_engine_stop(&fs.engine);
+	curl_global_cleanup();
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_tree:
+	cfs_tree_free(&fs);
+	cfs_store_free(fs.engine.store);
+	slots_free(&fs);
+	if (error)
+		goto fail;
+	goto out_args;
+fail:
+	if (error)
+		fprintf(stderr, "cloudfs: %s\n", error->message);
+	ret = 1;
+	slots_free(&fs);
+out_args:
+	free(cmd.mountpoint);
+	fuse_opt_free_args(&args);
+	g_free(opts.config);
+	g_free(opts.cache_dir);
+	g_free(opts.cache_size);
+	g_free(opts.min_free);
+	g_free(opts.chunk_size);
+	g_free(opts.formats);
+	g_free(opts.log);
+	g_free(opts.read_ahead);
+	return ret;
+}

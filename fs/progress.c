@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: MIT
+/*
+ * .progress lines: one per export file, `key=value` pairs for awk:
+ *   url/web01/disk.raw state=transferring phase=- bytes=… total=…
+ *   percent=12.5 rate=187.2MiB/s eta=40s [error="…"]
+ * bytes: data present in the cache; total: data to transfer (the disk
+ * less its holes); rate: bytes landing per second since the last look.
+ */
+#include "common/util.h"
+#include "fs/export-private.h"
+
+/* Refresh the rate when a second has passed since the last sample.
+ * Export lock held. */
+static double progress_rate(CfsExport *ex)
+{
+	double now = cfs_now();
+	guint64 fetched = __atomic_load_n(&ex->fetched, __ATOMIC_RELAXED);
+
+	if (ex->rate_time == 0) {
+		ex->rate_time = now;
+		ex->rate_bytes = fetched;
+	} else if (now - ex->rate_time >= 1.0) {
+		ex->rate = (double)(fetched - ex->rate_bytes) /
+			   (now - ex->rate_time);
+		ex->rate_time = now;
+		ex->rate_bytes = fetched;
+	}
+	return ex->rate;
+}
+
+static void progress_quote(GString *out, const char *text)
+{
+	g_string_append_c(out, '"');
+	for (const char *p = text; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			g_string_append_c(out, '\\');
+		g_string_append_c(out, *p == '\n' ? ' ' : *p);
+	}
+	g_string_append_c(out, '"');
+}
+
+void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
+{
+	CfsCacheStats st = { 0 };
+	const char *state;
+	g_autofree char *phase = NULL, *error = NULL, *rate_text = NULL;
+	g_autofree char *eta = NULL;
+	double rate, percent;
+	CfsCache *cache = NULL;
+	ExportState es;
+
+	g_mutex_lock(&ex->lock);
+	es = ex->state;
+	cache = es == EXPORT_READY ? ex->cache : NULL;
+	phase = ex->phase ? g_strdup_printf("%s:%.0f%%", ex->phase,
+					    ex->phase_percent) :
+			    g_strdup("-");
+	error = g_strdup(ex->error);
+	rate = progress_rate(ex);
+	g_mutex_unlock(&ex->lock);
+
+	if (cache) {
+		cfs_cache_stats(cache, &st);
+	} else {
+		CfsExtentMap *map = ex->disk->map;
+
+		st.total = map ? map->data_bytes : 0;
+	}
+	if (error)
+		state = "failed";
+	else if (es == EXPORT_PREPARING)
+		state = "preparing";
+	else if (!cache)
+		state = "idle";
+	else if (st.present == st.total)
+		state = "complete";
+	else if (st.inflight > 0)
+		state = "transferring";
+	else
+		state = "idle";
+	percent = st.total ? 100.0 * (double)st.present / (double)st.total :
+			     (cache ? 100.0 : 0.0);
+	if (g_str_equal(state, "transferring") && rate > 0)
+		eta = g_strdup_printf("%.0fs", (double)(st.total - st.present) /
+					       rate);
+	else
+		eta = g_strdup(g_str_equal(state, "complete") ? "0s" : "-");
+	rate_text = cfs_format_bytes(g_str_equal(state, "transferring") ?
+					     rate : 0);
+	g_string_append_printf(out, "%s state=%s phase=%s bytes=%" G_GUINT64_FORMAT
+			       " total=%" G_GUINT64_FORMAT " percent=%.1f "
+			       "rate=%s/s eta=%s", path, state, phase,
+			       st.present, st.total, percent, rate_text, eta);
+	if (error) {
+		g_string_append(out, " error=");
+		progress_quote(out, error);
+	}
+	g_string_append_c(out, '\n');
+}

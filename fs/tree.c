@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: MIT
+/* The inode tree: providers, VMs, disks, views and virtual files. */
+#include <string.h>
+
+#include "common/util.h"
+#include "fs/tree.h"
+
+/* Tree lock held for writing. */
+static CfsNode *node_new(CfsFs *fs, CfsNode *parent, const char *name,
+			 CfsNodeKind kind)
+{
+	CfsNode *n = g_new0(CfsNode, 1);
+
+	n->name = g_strdup(name);
+	n->kind = kind;
+	n->parent = parent;
+	n->linked = true;
+	if (parent) {
+		n->slot = parent->slot;
+		n->path = *parent->path ? g_build_filename(parent->path, name,
+							   NULL) :
+					  g_strdup(name);
+		g_ptr_array_add(parent->children, n);
+	} else {
+		n->path = g_strdup("");
+	}
+	if (kind == NODE_DIR)
+		n->children = g_ptr_array_new();
+	g_ptr_array_add(fs->nodes, n);
+	n->ino = fs->nodes->len;
+	return n;
+}
+
+static CfsNode *dir_new(CfsFs *fs, CfsNode *parent, const char *name)
+{
+	CfsNode *dir = node_new(fs, parent, name, NODE_DIR);
+	CfsNode *progress = node_new(fs, dir, ".progress", NODE_PROGRESS);
+
+	progress->target = dir;
+	return dir;
+}
+
+static CfsNode *child_find(CfsNode *dir, const char *name)
+{
+	for (guint i = 0; i < dir->children->len; i++) {
+		CfsNode *c = dir->children->pdata[i];
+
+		if (g_str_equal(c->name, name))
+			return c;
+	}
+	return NULL;
+}
+
+static void child_unlink(CfsNode *dir, CfsNode *child)
+{
+	child->linked = false;
+	g_ptr_array_remove(dir->children, child);
+}
+
+void cfs_tree_init(CfsFs *fs)
+{
+	CfsNode *root;
+
+	g_rw_lock_init(&fs->lock);
+	fs->nodes = g_ptr_array_new();
+	fs->exports = g_ptr_array_new();
+	root = dir_new(fs, NULL, "");
+	g_assert(root->ino == FUSE_ROOT_ID);
+	for (guint i = 0; i < fs->slots->len; i++) {
+		CfsProviderSlot *slot = fs->slots->pdata[i];
+
+		slot->dir = dir_new(fs, root, slot->prov->ops->name);
+		slot->dir->slot = slot;
+		for (guint j = 0; j < slot->dir->children->len; j++)
+			((CfsNode *)slot->dir->children->pdata[j])->slot = slot;
+	}
+}
+
+static void node_free(CfsNode *n)
+{
+	g_free(n->name);
+	g_free(n->path);
+	g_free(n->error);
+	g_free(n->text);
+	g_clear_pointer(&n->view, cfs_view_free);
+	if (n->children)
+		g_ptr_array_unref(n->children);
+	g_free(n);
+}
+
+void cfs_tree_free(CfsFs *fs)
+{
+	for (guint i = 0; i < fs->exports->len; i++)
+		cfs_export_free(fs->exports->pdata[i]);
+	g_ptr_array_unref(fs->exports);
+	g_ptr_array_set_free_func(fs->nodes, (GDestroyNotify)node_free);
+	g_ptr_array_unref(fs->nodes);
+	g_rw_lock_clear(&fs->lock);
+}
+
+CfsNode *cfs_tree_get(CfsFs *fs, fuse_ino_t ino)
+{
+	CfsNode *n = NULL;
+
+	g_rw_lock_reader_lock(&fs->lock);
+	if (ino >= 1 && ino <= fs->nodes->len)
+		n = fs->nodes->pdata[ino - 1];
+	g_rw_lock_reader_unlock(&fs->lock);
+	return n;
+}
+
+/* --- applying an inventory --- */
+
+/* The folder for a VM path "a/b", made as needed. Tree lock held. */
+static CfsNode *vm_dir(CfsFs *fs, CfsNode *top, const char *path)
+{
+	g_auto(GStrv) parts = g_strsplit(path, "/", -1);
+	CfsNode *dir = top;
+
+	for (char **p = parts; *p; p++) {
+		g_autofree char *name = cfs_name_sanitize(*p);
+		CfsNode *next = child_find(dir, name);
+
+		if (!next || next->kind != NODE_DIR)
+			next = dir_new(fs, dir, name);
+		dir = next;
+	}
+	return dir;
+}
+
+static void file_new(CfsFs *fs, CfsNode *dir, CfsExport *ex,
+		     const CfsFormat *format)
+{
+	CfsDisk *disk = cfs_export_disk(ex);
+	g_autofree char *name = g_strdup_printf(
+		"%s.%s", disk->name, format ? format->name : disk->format);
+	g_autofree char *pname = g_strdup_printf("%s.progress", name);
+	CfsNode *file, *progress;
+
+	if (format) {
+		g_autoptr(GError) error = NULL;
+		CfsView *view = format->create(disk->map, &error);
+
+		if (!view) {
+			g_warning("%s/%s: %s", dir->path, name, error->message);
+			return;
+		}
+		file = node_new(fs, dir, name, NODE_DISK);
+		file->view = view;
+	} else {
+		file = node_new(fs, dir, name, NODE_DISK);
+	}
+	file->ex = ex;
+	progress = node_new(fs, dir, pname, NODE_PROGRESS);
+	progress->target = file;
+}
+
+/* Find the export of a disk already shown in @dir, if its bytes are the
+ * same. Tree lock held. */
+static CfsExport *disk_existing(CfsNode *dir, const CfsDisk *disk)
+{
+	g_autofree char *name = g_strdup_printf("%s.%s", disk->name,
+						disk->format);
+	CfsNode *n = child_find(dir, name);
+
+	if (n && n->kind == NODE_DISK &&
+	    g_strcmp0(cfs_export_disk(n->ex)->id, disk->id) == 0 &&
+	    cfs_export_disk(n->ex)->size == disk->size)
+		return n->ex;
+	return NULL;
+}
+
+static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
+		     GHashTable *seen)
+{
+	CfsNode *dir = vm_dir(fs, slot->dir, vm->path);
+	CfsNode *info = child_find(dir, "info.json");
+
+	g_hash_table_add(seen, dir);
+	for (CfsNode *up = dir->parent; up && up != slot->dir; up = up->parent)
+		g_hash_table_add(seen, up);
+	g_free(dir->error);
+	dir->error = g_strdup(vm->error);
+	if (!info)
+		info = node_new(fs, dir, "info.json", NODE_INFO);
+	g_free(info->text);
+	info->text = g_strdup(vm->info_json ? vm->info_json : "{}\n");
+
+	/* Disks that are gone or changed leave; new ones come. */
+	for (guint i = dir->children->len; i-- > 0;) {
+		CfsNode *c = dir->children->pdata[i];
+		bool keep = false;
+
+		if (c->kind != NODE_DISK &&
+		    !(c->kind == NODE_PROGRESS && c->target->kind == NODE_DISK))
+			continue;
+		for (guint d = 0; d < vm->disks->len && !keep; d++)
+			keep = disk_existing(dir, vm->disks->pdata[d]) ==
+			       (c->kind == NODE_DISK ? c->ex : c->target->ex);
+		if (!keep)
+			child_unlink(dir, c);
+	}
+	while (vm->disks->len) {
+		CfsDisk *disk = g_ptr_array_steal_index(vm->disks, 0);
+		g_autofree char *label = NULL;
+		CfsExport *ex;
+
+		if (disk_existing(dir, disk)) {
+			cfs_disk_free(disk);
+			continue;
+		}
+		label = g_strdup_printf("%s/%s", dir->path, disk->name);
+		ex = cfs_export_new(&fs->engine, slot->prov, disk, label);
+		g_ptr_array_add(fs->exports, ex);
+		file_new(fs, dir, ex, NULL);
+		/* Views are computed from raw disks with a known map. */
+		for (guint f = 0; f < fs->views->len; f++) {
+			const CfsFormat *fmt = fs->views->pdata[f];
+
+			if (g_str_equal(disk->format, "raw") && disk->map &&
+			    !g_str_equal(fmt->name, "raw"))
+				file_new(fs, dir, ex, fmt);
+			else if (g_str_equal(disk->format, "raw") &&
+				 g_str_equal(fmt->name, "raw"))
+				continue;	/* that is the native file */
+		}
+	}
+}
+
+/* Unlink VM folders the inventory no longer has. Tree lock held. */
+static void prune(CfsNode *dir, GHashTable *seen)
+{
+	for (guint i = dir->children->len; i-- > 0;) {
+		CfsNode *c = dir->children->pdata[i];
+
+		if (c->kind != NODE_DIR)
+			continue;
+		if (!g_hash_table_contains(seen, c))
+			child_unlink(dir, c);
+		else
+			prune(c, seen);
+	}
+}
+
+static void slot_refresh(CfsFs *fs, CfsProviderSlot *slot)
+{
+	g_autoptr(GPtrArray) vms = NULL;
+	g_autoptr(GHashTable) seen = NULL;
+	g_autoptr(GError) error = NULL;
+	gint64 now = g_get_monotonic_time();
+
+	g_mutex_lock(&slot->list_lock);
+	if (slot->listed_at &&
+	    now - slot->listed_at < (gint64)fs->list_ttl_s * G_USEC_PER_SEC) {
+		g_mutex_unlock(&slot->list_lock);
+		return;
+	}
+	vms = g_ptr_array_new_with_free_func((GDestroyNotify)cfs_vm_free);
+	if (!slot->prov->ops->list(slot->prov, vms, &error))
+		g_warning("%s: listing failed: %s", slot->prov->ops->name,
+			  error->message);
+	seen = g_hash_table_new(NULL, NULL);
+	g_rw_lock_writer_lock(&fs->lock);
+	g_free(slot->error);
+	slot->error = error ? g_strdup(error->message) : NULL;
+	if (!error) {
+		for (guint i = 0; i < vms->len; i++)
+			vm_apply(fs, slot, vms->pdata[i], seen);
+		prune(slot->dir, seen);
+	}
+	g_rw_lock_writer_unlock(&fs->lock);
+	slot->listed_at = g_get_monotonic_time();
+	g_mutex_unlock(&slot->list_lock);
+}
+
+void cfs_tree_refresh(CfsFs *fs, CfsNode *node)
+{
+	if (node->slot) {
+		slot_refresh(fs, node->slot);
+		return;
+	}
+	if (node->ino == FUSE_ROOT_ID || (node->kind == NODE_PROGRESS &&
+					  node->target->ino == FUSE_ROOT_ID))
+		for (guint i = 0; i < fs->slots->len; i++)
+			slot_refresh(fs, fs->slots->pdata[i]);
+}
+
+CfsNode *cfs_tree_lookup(CfsFs *fs, CfsNode *dir, const char *name)
+{
+	CfsNode *n;
+
+	if (dir->kind != NODE_DIR)
+		return NULL;
+	if (dir->slot)
+		slot_refresh(fs, dir->slot);
+	g_rw_lock_reader_lock(&fs->lock);
+	n = child_find(dir, name);
+	g_rw_lock_reader_unlock(&fs->lock);
+	return n;
+}
+
+/* --- file contents --- */
+
+guint64 cfs_node_size(CfsFs *fs, CfsNode *node)
+{
+	guint64 size = 0;
+
+	switch (node->kind) {
+	case NODE_DISK:
+		return node->view ? cfs_view_size(node->view) :
+				    cfs_export_disk(node->ex)->size;
+	case NODE_INFO:
+		g_rw_lock_reader_lock(&fs->lock);
+		size = strlen(node->text);
+		g_rw_lock_reader_unlock(&fs->lock);
+		return size;
+	default:
+		return 0;
+	}
+}
+
+static void error_line(GString *out, const char *path, const char *error)
+{
+	g_string_append_printf(out, "%s state=failed phase=- bytes=0 total=0 "
+			       "percent=0.0 rate=0B/s eta=- error=\"", path);
+	for (const char *p = error; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			g_string_append_c(out, '\\');
+		g_string_append_c(out, *p == '\n' ? ' ' : *p);
+	}
+	g_string_append(out, "\"\n");
+}
+
+/* Lines for every file below @n. Tree lock held (read). */
+static void progress_collect(CfsNode *n, GString *out)
+{
+	if (n->kind == NODE_DISK) {
+		cfs_export_progress(n->ex, n->path, out);
+		return;
+	}
+	if (n->kind != NODE_DIR)
+		return;
+	if (n->slot && n == n->slot->dir && n->slot->error)
+		error_line(out, n->path, n->slot->error);
+	if (n->error)
+		error_line(out, n->path, n->error);
+	for (guint i = 0; i < n->children->len; i++)
+		progress_collect(n->children->pdata[i], out);
+}
+
+char *cfs_node_text(CfsFs *fs, CfsNode *node, gsize *len)
+{
+	GString *out = g_string_new(NULL);
+
+	if (node->kind == NODE_PROGRESS)
+		cfs_tree_refresh(fs, node->target);
+	g_rw_lock_reader_lock(&fs->lock);
+	if (node->kind == NODE_INFO)
+		g_string_append(out, node->text);
+	else if (node->kind == NODE_PROGRESS)
+		progress_collect(node->target, out);
+	g_rw_lock_reader_unlock(&fs->lock);
+	*len = out->len;
+	return g_string_free(out, FALSE);
+}

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The filesystem's tree: folders per provider and VM, disk files, views,
+ * info.json and .progress files, with inode numbers that never change
+ * while mounted. Provider folders fill from the provider's inventory on
+ * first use and again after the listing TTL.
+ *
+ * Lock order: a provider's list lock, then the tree lock, then export
+ * locks. Nodes are never freed while mounted, so a node pointer taken
+ * under the tree lock stays valid; its children array needs the lock.
+ */
+#pragma once
+
+#include "fs/export.h"
+
+typedef enum {
+	NODE_DIR,
+	NODE_DISK,
+	NODE_PROGRESS,
+	NODE_INFO,
+} CfsNodeKind;
+
+typedef struct CfsProviderSlot CfsProviderSlot;
+typedef struct CfsNode CfsNode;
+
+struct CfsNode {
+	fuse_ino_t ino;
+	char *name;
+	char *path;		/* relative to the mount: "url/web01/disk.raw" */
+	CfsNode *parent;
+	CfsNodeKind kind;
+	CfsProviderSlot *slot;	/* the provider folder it is in, or NULL */
+	bool linked;		/* protected by tree lock: still in its parent */
+	GPtrArray *children;	/* protected by tree lock (DIR) */
+	char *error;		/* protected by tree lock (DIR of a VM) */
+	char *text;		/* protected by tree lock (INFO) */
+	CfsExport *ex;		/* DISK: its export */
+	CfsView *view;		/* DISK: the view, or NULL for the native file */
+	CfsNode *target;	/* PROGRESS: the file or folder it describes */
+};
+
+struct CfsProviderSlot {
+	CfsProvider *prov;
+	CfsNode *dir;
+	GMutex list_lock;
+	gint64 listed_at;	/* protected by list_lock; 0: never */
+	char *error;		/* protected by tree lock */
+};
+
+typedef struct {
+	CfsEngine engine;
+	GPtrArray *slots;		/* CfsProviderSlot* */
+	GPtrArray *views;		/* const CfsFormat*: formats= */
+	guint list_ttl_s;
+	uid_t uid;
+	gid_t gid;
+	char *mountpoint;
+	guint read_ahead_kb;
+
+	GRWLock lock;
+	GPtrArray *nodes;		/* protected by lock: ino - 1 -> node */
+	GPtrArray *exports;		/* protected by lock: all, for the end */
+} CfsFs;
+
+/* Build the root, its .progress and a folder per provider. */
+void cfs_tree_init(CfsFs *fs);
+/* End every export, free every node. After the session loop. */
+void cfs_tree_free(CfsFs *fs);
+
+/* The node for @ino, or NULL. Takes the tree lock briefly. */
+CfsNode *cfs_tree_get(CfsFs *fs, fuse_ino_t ino);
+/* The child @name of @dir, or NULL; lists the provider first if needed.
+ * May block on the network (inventory). */
+CfsNode *cfs_tree_lookup(CfsFs *fs, CfsNode *dir, const char *name);
+/* Make sure @node's folder (and, for the root, every provider) is
+ * listed. May block on the network (inventory). */
+void cfs_tree_refresh(CfsFs *fs, CfsNode *node);
+
+/* The size of a file node. */
+guint64 cfs_node_size(CfsFs *fs, CfsNode *node);
+/* The text of a .progress or info.json node, freshly made. */
+char *cfs_node_text(CfsFs *fs, CfsNode *node, gsize *len);
