@@ -16,13 +16,14 @@ static int extent_cmp(const void *a, const void *b)
 CfsExtentMap *cfs_extent_map_new(guint64 size, const CfsExtent *ext, guint n)
 {
 	CfsExtentMap *map = g_new0(CfsExtentMap, 1);
-	g_autofree CfsExtent *tmp = g_memdup2(ext, sizeof(*ext) * n);
+	g_autofree CfsExtent *tmp = n ? g_memdup2(ext, sizeof(*ext) * n) : NULL;
 	guint out = 0;
 
 	map->refcount = 1;
 	map->size = size;
 	map->ext = g_new0(CfsExtent, MAX(n, 1));
-	qsort(tmp, n, sizeof(*tmp), extent_cmp);
+	if (n)
+		qsort(tmp, n, sizeof(*tmp), extent_cmp);
 	for (guint i = 0; i < n; i++) {
 		guint64 start = tmp[i].offset;
 		guint64 end = start + tmp[i].length;

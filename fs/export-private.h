@@ -24,6 +24,9 @@ struct CfsExport {
 	CfsSource *source;	/* set once READY, then constant */
 	CfsCache *cache;	/* set once READY, then constant */
 	GPtrArray *parked;	/* protected by lock: reads before READY */
+	GPtrArray *views;	/* protected by lock: CfsView*, made once */
+	CfsExportReadyFn ready_hook;
+	gpointer ready_data;
 	int opens;		/* protected by lock */
 	bool ever_opened;	/* protected by lock */
 	char *phase;		/* protected by lock */

@@ -39,6 +39,8 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	g_mutex_init(&ex->lock);
 	g_cond_init(&ex->cond);
 	ex->parked = g_ptr_array_new();
+	ex->views = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)cfs_view_free);
 	return ex;
 }
 
@@ -56,6 +58,7 @@ void cfs_export_free(CfsExport *ex)
 	cfs_source_free(ex->source);
 	cfs_disk_free(ex->disk);
 	g_ptr_array_unref(ex->parked);
+	g_ptr_array_unref(ex->views);
 	g_free(ex->path);
 	g_free(ex->phase);
 	g_free(ex->error);
@@ -147,6 +150,8 @@ void cfs_export_start_job(gpointer data, gpointer unused)
 		cfs_cache_add_readers(cache, opens);
 	for (guint i = 0; i < parked->len; i++)
 		cfs_read_go(parked->pdata[i], error);
+	if (cache && ex->ready_hook)
+		ex->ready_hook(ex, ex->ready_data);
 }
 
 void cfs_export_open(CfsExport *ex)
@@ -183,14 +188,92 @@ void cfs_export_release(CfsExport *ex)
 		cfs_cache_add_readers(cache, -1);
 }
 
+/* --- files: the native bytes and views of them --- */
+
+/* The allocation map: the list's, or the source's once ready. Export
+ * lock held. */
+static CfsExtentMap *export_map(CfsExport *ex)
+{
+	if (ex->disk->map)
+		return ex->disk->map;
+	return ex->state == EXPORT_READY ? ex->source->map : NULL;
+}
+
+CfsExtentMap *cfs_export_map(CfsExport *ex)
+{
+	CfsExtentMap *map;
+
+	g_mutex_lock(&ex->lock);
+	map = export_map(ex);
+	g_mutex_unlock(&ex->lock);
+	return map;
+}
+
+const CfsView *cfs_export_view(CfsExport *ex, const CfsFormat *fmt)
+{
+	CfsView *view = NULL;
+	CfsExtentMap *map;
+
+	if (!fmt)
+		return NULL;
+	g_mutex_lock(&ex->lock);
+	for (guint i = 0; i < ex->views->len && !view; i++)
+		if (cfs_view_format(ex->views->pdata[i]) == fmt)
+			view = ex->views->pdata[i];
+	map = view ? NULL : export_map(ex);
+	if (map) {
+		g_autoptr(GError) error = NULL;
+
+		view = fmt->create(map, &error);
+		if (view)
+			g_ptr_array_add(ex->views, view);
+		else
+			g_warning("%s.%s: %s", ex->path, fmt->name,
+				  error->message);
+	}
+	g_mutex_unlock(&ex->lock);
+	return view;
+}
+
+bool cfs_export_file_size(CfsExport *ex, const CfsFormat *fmt, guint64 *size)
+{
+	const CfsView *view;
+	bool ready;
+
+	if (fmt) {
+		view = cfs_export_view(ex, fmt);
+		if (view)
+			*size = cfs_view_size(view);
+		return view != NULL;
+	}
+	if (ex->disk->size != CFS_SIZE_UNKNOWN) {
+		*size = ex->disk->size;
+		return true;
+	}
+	g_mutex_lock(&ex->lock);
+	ready = ex->state == EXPORT_READY;
+	if (ready)
+		*size = ex->source->size;
+	g_mutex_unlock(&ex->lock);
+	return ready;
+}
+
+void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
+			       gpointer data)
+{
+	ex->ready_hook = fn;
+	ex->ready_data = data;
+}
+
 /* --- reads --- */
 
 typedef struct {
 	CfsExport *ex;
-	const CfsView *view;
+	const CfsFormat *fmt;	/* NULL: the native bytes */
 	fuse_req_t req;
 	size_t size;
 	guint64 off;
+	const CfsView *view;	/* resolved once the export is ready */
 	bool parked;		/* protected by ex->lock */
 	CfsCacheHold *hold;	/* atomic: set once acquired */
 } ReadCtx;
@@ -203,19 +286,28 @@ static bool read_raw(void *opaque, void *buf, gsize len, guint64 off,
 	return cfs_cache_pread(ex->cache, buf, len, off, error);
 }
 
+static void read_reply_err(ReadCtx *ctx, int err)
+{
+	/* Wait out a running interrupt handler, and stop new ones. */
+	fuse_req_interrupt_func(ctx->req, NULL, NULL);
+	fuse_reply_err(ctx->req, err);
+	g_free(ctx);
+}
+
 /* Answer the read from chunks it holds. Any thread; no lock held. */
 static void read_finish(ReadCtx *ctx, const GError *failed)
 {
 	g_autoptr(GError) error = NULL;
 	g_autofree char *buf = NULL;
+	CfsCacheHold *hold = g_atomic_pointer_get(&ctx->hold);
 	bool ok;
 
-	/* Wait out a running interrupt handler, and stop new ones. */
-	fuse_req_interrupt_func(ctx->req, NULL, NULL);
 	if (failed) {
-		fuse_reply_err(ctx->req, EIO);
-		goto out;
+		cfs_cache_release(hold);
+		read_reply_err(ctx, EIO);
+		return;
 	}
+	fuse_req_interrupt_func(ctx->req, NULL, NULL);
 	buf = g_malloc(ctx->size);
 	if (ctx->view)
 		ok = cfs_view_read(ctx->view, buf, ctx->size, ctx->off,
@@ -229,8 +321,7 @@ static void read_finish(ReadCtx *ctx, const GError *failed)
 		g_warning("%s: %s", ctx->ex->path, error->message);
 		fuse_reply_err(ctx->req, EIO);
 	}
-out:
-	cfs_cache_release(g_atomic_pointer_get(&ctx->hold));
+	cfs_cache_release(hold);
 	g_free(ctx);
 }
 
@@ -259,19 +350,42 @@ static void read_interrupt(fuse_req_t req, void *data)
 	g_free(ctx);
 }
 
+/* The span of raw disk bytes a read needs, for the sequential reader
+ * detection; 0 bytes if it needs none. */
+static void read_raw_span(GArray *ranges, guint64 *raw_off, guint64 *raw_len)
+{
+	guint64 lo = G_MAXUINT64, hi = 0;
+
+	for (guint i = 0; i < ranges->len; i++) {
+		CfsExtent *e = &g_array_index(ranges, CfsExtent, i);
+
+		lo = MIN(lo, e->offset);
+		hi = MAX(hi, e->offset + e->length);
+	}
+	*raw_off = ranges->len ? lo : 0;
+	*raw_len = ranges->len ? hi - lo : 0;
+}
+
 void cfs_read_go(gpointer data, const GError *error)
 {
 	ReadCtx *ctx = data;
 	CfsExport *ex = ctx->ex;
 	g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
 	CfsCacheHold *hold = NULL;
+	guint64 file_size = 0, raw_off, raw_len;
 
-	if (error) {
+	if (error || !cfs_export_file_size(ex, ctx->fmt, &file_size)) {
+		read_reply_err(ctx, EIO);
+		return;
+	}
+	if (ctx->off >= file_size) {
 		fuse_req_interrupt_func(ctx->req, NULL, NULL);
-		fuse_reply_err(ctx->req, EIO);
+		fuse_reply_buf(ctx->req, NULL, 0);
 		g_free(ctx);
 		return;
 	}
+	ctx->size = (size_t)MIN((guint64)ctx->size, file_size - ctx->off);
+	ctx->view = cfs_export_view(ex, ctx->fmt);
 	if (ctx->view) {
 		cfs_view_deps(ctx->view, ctx->off, ctx->size, ranges);
 	} else {
@@ -279,54 +393,38 @@ void cfs_read_go(gpointer data, const GError *error)
 
 		g_array_append_val(ranges, whole);
 	}
+	read_raw_span(ranges, &raw_off, &raw_len);
 	if (cfs_cache_acquire(ex->cache, (CfsExtent *)(void *)ranges->data,
 			      ranges->len, read_wake, ctx, &hold)) {
 		g_atomic_pointer_set(&ctx->hold, hold);
 		read_finish(ctx, NULL);
-		return;
+	} else {
+		/* Parked: read_wake may run any time from now on. The hold
+		 * is published for read_interrupt, which only acts on it
+		 * while it is not woken. */
+		g_atomic_pointer_set(&ctx->hold, hold);
 	}
-	/* Parked: read_wake may run any time from now on. The hold is
-	 * published for read_interrupt, which only acts on it while it is
-	 * not woken. */
-	g_atomic_pointer_set(&ctx->hold, hold);
+	/* After the demand fetches, so that they go first. */
+	if (raw_len)
+		cfs_cache_note_read(ex->cache, raw_off, raw_len);
 }
 
-/* The span of raw disk bytes a view read needs, for the sequential
- * reader detection; 0 bytes if it needs none. */
-static void read_raw_span(const CfsView *view, guint64 off, guint64 len,
-			  guint64 *raw_off, guint64 *raw_len)
-{
-	g_autoptr(GArray) deps = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
-	guint64 lo = G_MAXUINT64, hi = 0;
-
-	cfs_view_deps(view, off, len, deps);
-	for (guint i = 0; i < deps->len; i++) {
-		CfsExtent *e = &g_array_index(deps, CfsExtent, i);
-
-		lo = MIN(lo, e->offset);
-		hi = MAX(hi, e->offset + e->length);
-	}
-	*raw_off = deps->len ? lo : 0;
-	*raw_len = deps->len ? hi - lo : 0;
-}
-
-void cfs_export_read(CfsExport *ex, const CfsView *view, fuse_req_t req,
+void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 		     size_t size, off_t off)
 {
-	guint64 file_size = view ? cfs_view_size(view) : ex->disk->size;
 	ReadCtx *ctx;
 	bool ready = false, failed = false;
 
-	if (off < 0 || (guint64)off >= file_size || size == 0) {
+	if (off < 0 || size == 0) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
 	ctx = g_new0(ReadCtx, 1);
 	ctx->ex = ex;
-	ctx->view = view;
+	ctx->fmt = fmt;
 	ctx->req = req;
 	ctx->off = (guint64)off;
-	ctx->size = (size_t)MIN((guint64)size, file_size - ctx->off);
+	ctx->size = size;
 	fuse_req_interrupt_func(req, read_interrupt, ctx);
 
 	g_mutex_lock(&ex->lock);
@@ -343,21 +441,8 @@ void cfs_export_read(CfsExport *ex, const CfsView *view, fuse_req_t req,
 		break;
 	}
 	g_mutex_unlock(&ex->lock);
-	if (failed) {
-		g_autoptr(GError) error = g_error_new(CFS_ERROR, EIO,
-						      "export failed");
-
-		cfs_read_go(ctx, error);
-		return;
-	}
-	if (ready) {
-		guint64 raw_off = ctx->off, raw_len = ctx->size;
-
-		if (view)
-			read_raw_span(view, ctx->off, ctx->size, &raw_off,
-				      &raw_len);
+	if (failed)
+		read_reply_err(ctx, EIO);
+	else if (ready)
 		cfs_read_go(ctx, NULL);
-		if (raw_len)
-			cfs_cache_note_read(ex->cache, raw_off, raw_len);
-	}
 }

@@ -51,10 +51,29 @@ CfsDisk *cfs_export_disk(CfsExport *ex);
 void cfs_export_open(CfsExport *ex);
 void cfs_export_release(CfsExport *ex);
 
-/* Answer a FUSE read of the native file (@view NULL) or a view. Replies
- * now, or later from another thread. */
-void cfs_export_read(CfsExport *ex, const CfsView *view, fuse_req_t req,
+/* Answer a FUSE read of the native bytes (@fmt NULL) or of a view in
+ * format @fmt. Replies now, or later from another thread (after the
+ * export is ready and the chunks are in). */
+void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 		     size_t size, off_t off);
+
+/* The view of the export's raw bytes in @fmt, made once the allocation
+ * map is known (at list time, or when the export is ready); NULL before,
+ * or for @fmt NULL. Owned by the export. Any thread. */
+const CfsView *cfs_export_view(CfsExport *ex, const CfsFormat *fmt);
+
+/* The allocation map, if known yet (the export owns it). */
+CfsExtentMap *cfs_export_map(CfsExport *ex);
+
+/* The size of the file in @fmt (NULL: native), if known yet. */
+bool cfs_export_file_size(CfsExport *ex, const CfsFormat *fmt,
+			  guint64 *size);
+
+/* Called once on the control pool when the export becomes ready, so that
+ * sizes that were unknown can be made known to the kernel. */
+typedef void (*CfsExportReadyFn)(CfsExport *ex, gpointer data);
+void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
+			       gpointer data);
 
 /* Append the .progress line of the file @path (relative to the mount). */
 void cfs_export_progress(CfsExport *ex, const char *path, GString *out);

@@ -275,6 +275,7 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, &cfs_fuse_ops, sizeof(cfs_fuse_ops), &fs);
 	if (!se)
 		goto out_tree;	/* libfuse said which option it did not know */
+	fs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)

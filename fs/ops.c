@@ -30,9 +30,14 @@ static void node_stat(CfsFs *fs, CfsNode *n, struct stat *st)
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
 	} else {
+		guint64 size;
+
+		/* A size not known yet is 0: such files are read with
+		 * direct I/O to their real end (see open). */
+		cfs_node_size(fs, n, &size);
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
-		st->st_size = (off_t)cfs_node_size(fs, n);
+		st->st_size = (off_t)size;
 		st->st_blocks = (st->st_size + 511) / 512;
 	}
 	st->st_blksize = 1024 * 1024;
@@ -142,8 +147,15 @@ static void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (n->kind == NODE_DISK) {
-		/* The bytes of an export never change while it lives. */
-		fi->keep_cache = 1;
+		guint64 size;
+
+		/* The bytes of an export never change while it lives; a
+		 * file whose size is not known yet bypasses the page cache,
+		 * which would stop at the size the kernel believes. */
+		if (cfs_node_size(fs, n, &size))
+			fi->keep_cache = 1;
+		else
+			fi->direct_io = 1;
 		fi->fh = 0;
 		cfs_export_open(n->ex);
 	} else {
@@ -172,7 +184,7 @@ static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	if (n->kind == NODE_DISK) {
-		cfs_export_read(n->ex, n->view, req, size, off);
+		cfs_export_read(n->ex, n->format, req, size, off);
 		return;
 	}
 	text = (GBytes *)(uintptr_t)fi->fh;
@@ -202,8 +214,9 @@ static void ops_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 {
 	CfsFs *fs = ops_fs(req);
 	CfsNode *n = cfs_tree_get(fs, ino);
+	const CfsView *view;
 	CfsExtentMap *map;
-	guint64 out = 0;
+	guint64 out = 0, size = 0;
 	bool found;
 
 	if (!n || n->kind != NODE_DISK ||
@@ -215,19 +228,21 @@ static void ops_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, ENXIO);
 		return;
 	}
-	map = cfs_export_disk(n->ex)->map;
-	if (n->view)
+	view = cfs_export_view(n->ex, n->format);
+	map = cfs_export_map(n->ex);
+	if (view)
 		found = whence == SEEK_DATA ?
-				cfs_view_next_data(n->view, (guint64)off, &out) :
-				cfs_view_next_hole(n->view, (guint64)off, &out);
-	else if (map)
+				cfs_view_next_data(view, (guint64)off, &out) :
+				cfs_view_next_hole(view, (guint64)off, &out);
+	else if (map && !n->format)
 		found = whence == SEEK_DATA ?
 				cfs_extent_map_next_data(map, (guint64)off, &out) :
 				cfs_extent_map_next_hole(map, (guint64)off, &out);
-	else	/* no map: all data */
-		found = (guint64)off < cfs_node_size(fs, n) &&
-			(out = whence == SEEK_DATA ? (guint64)off :
-						     cfs_node_size(fs, n), true);
+	else if (cfs_node_size(fs, n, &size))	/* no map: all data */
+		found = (guint64)off < size &&
+			(out = whence == SEEK_DATA ? (guint64)off : size, true);
+	else	/* not known yet: no holes to tell of */
+		found = (out = (guint64)off, whence == SEEK_DATA);
 	if (!found)
 		fuse_reply_err(req, ENXIO);
 	else

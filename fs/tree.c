@@ -82,7 +82,6 @@ static void node_free(CfsNode *n)
 	g_free(n->path);
 	g_free(n->error);
 	g_free(n->text);
-	g_clear_pointer(&n->view, cfs_view_free);
 	if (n->children)
 		g_ptr_array_unref(n->children);
 	g_free(n);
@@ -137,30 +136,59 @@ static void file_new(CfsFs *fs, CfsNode *dir, CfsExport *ex,
 	g_autofree char *pname = g_strdup_printf("%s.progress", name);
 	CfsNode *file, *progress;
 
-	if (format) {
-		g_autoptr(GError) error = NULL;
-		CfsView *view = format->create(disk->map, &error);
-
-		if (!view) {
-			g_warning("%s/%s: %s", dir->path, name, error->message);
-			return;
-		}
-		file = node_new(fs, dir, name, NODE_DISK);
-		file->view = view;
-	} else {
-		file = node_new(fs, dir, name, NODE_DISK);
-	}
+	if (child_find(dir, name))
+		return;
+	file = node_new(fs, dir, name, NODE_DISK);
 	file->ex = ex;
+	file->format = format;
 	progress = node_new(fs, dir, pname, NODE_PROGRESS);
 	progress->target = file;
+}
+
+/* Sizes that were unknown are known now: tell the kernel. */
+static void export_ready(CfsExport *ex, gpointer data)
+{
+	CfsFs *fs = data;
+	g_autoptr(GArray) inos = g_array_new(FALSE, FALSE, sizeof(fuse_ino_t));
+
+	g_rw_lock_reader_lock(&fs->lock);
+	for (guint i = 0; i < fs->nodes->len; i++) {
+		CfsNode *n = fs->nodes->pdata[i];
+
+		if (n->kind == NODE_DISK && n->ex == ex)
+			g_array_append_val(inos, n->ino);
+	}
+	g_rw_lock_reader_unlock(&fs->lock);
+	for (guint i = 0; fs->se && i < inos->len; i++)
+		fuse_lowlevel_notify_inval_inode(
+			fs->se, g_array_index(inos, fuse_ino_t, i), 0, 0);
+}
+
+/* The files of a new disk: the main one (its bytes, or the view the
+ * provider presents them as), then the views formats= asks for. Views
+ * are only made of raw disks. */
+static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
+{
+	CfsDisk *disk = cfs_export_disk(ex);
+	bool raw = g_str_equal(disk->format, "raw");
+
+	file_new(fs, dir, ex, disk->present ? cfs_format_find(disk->present) :
+					      NULL);
+	for (guint f = 0; raw && f < fs->views->len; f++) {
+		const CfsFormat *fmt = fs->views->pdata[f];
+
+		/* "raw" is the disk's own bytes, not a view. */
+		file_new(fs, dir, ex, g_str_equal(fmt->name, "raw") ? NULL : fmt);
+	}
+	cfs_export_set_ready_hook(ex, export_ready, fs);
 }
 
 /* Find the export of a disk already shown in @dir, if its bytes are the
  * same. Tree lock held. */
 static CfsExport *disk_existing(CfsNode *dir, const CfsDisk *disk)
 {
-	g_autofree char *name = g_strdup_printf("%s.%s", disk->name,
-						disk->format);
+	g_autofree char *name = g_strdup_printf(
+		"%s.%s", disk->name, disk->present ? disk->present : disk->format);
 	CfsNode *n = child_find(dir, name);
 
 	if (n && n->kind == NODE_DISK &&
@@ -212,18 +240,7 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 		label = g_strdup_printf("%s/%s", dir->path, disk->name);
 		ex = cfs_export_new(&fs->engine, slot->prov, disk, label);
 		g_ptr_array_add(fs->exports, ex);
-		file_new(fs, dir, ex, NULL);
-		/* Views are computed from raw disks with a known map. */
-		for (guint f = 0; f < fs->views->len; f++) {
-			const CfsFormat *fmt = fs->views->pdata[f];
-
-			if (g_str_equal(disk->format, "raw") && disk->map &&
-			    !g_str_equal(fmt->name, "raw"))
-				file_new(fs, dir, ex, fmt);
-			else if (g_str_equal(disk->format, "raw") &&
-				 g_str_equal(fmt->name, "raw"))
-				continue;	/* that is the native file */
-		}
+		disk_files(fs, dir, ex);
 	}
 }
 
@@ -301,21 +318,19 @@ CfsNode *cfs_tree_lookup(CfsFs *fs, CfsNode *dir, const char *name)
 
 /* --- file contents --- */
 
-guint64 cfs_node_size(CfsFs *fs, CfsNode *node)
+bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size)
 {
-	guint64 size = 0;
-
+	*size = 0;
 	switch (node->kind) {
 	case NODE_DISK:
-		return node->view ? cfs_view_size(node->view) :
-				    cfs_export_disk(node->ex)->size;
+		return cfs_export_file_size(node->ex, node->format, size);
 	case NODE_INFO:
 		g_rw_lock_reader_lock(&fs->lock);
-		size = strlen(node->text);
+		*size = strlen(node->text);
 		g_rw_lock_reader_unlock(&fs->lock);
-		return size;
+		return true;
 	default:
-		return 0;
+		return true;
 	}
 }
 

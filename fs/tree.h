@@ -35,7 +35,7 @@ struct CfsNode {
 	char *error;		/* protected by tree lock (DIR of a VM) */
 	char *text;		/* protected by tree lock (INFO) */
 	CfsExport *ex;		/* DISK: its export */
-	CfsView *view;		/* DISK: the view, or NULL for the native file */
+	const CfsFormat *format; /* DISK: the view's, or NULL: native bytes */
 	CfsNode *target;	/* PROGRESS: the file or folder it describes */
 };
 
@@ -56,6 +56,7 @@ typedef struct {
 	gid_t gid;
 	char *mountpoint;
 	guint read_ahead_kb;
+	struct fuse_session *se;	/* for size invalidations */
 
 	GRWLock lock;
 	GPtrArray *nodes;		/* protected by lock: ino - 1 -> node */
@@ -76,7 +77,8 @@ CfsNode *cfs_tree_lookup(CfsFs *fs, CfsNode *dir, const char *name);
  * listed. May block on the network (inventory). */
 void cfs_tree_refresh(CfsFs *fs, CfsNode *node);
 
-/* The size of a file node. */
-guint64 cfs_node_size(CfsFs *fs, CfsNode *node);
+/* The size of a file node; false if not known yet (a disk whose export
+ * has not said). */
+bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size);
 /* The text of a .progress or info.json node, freshly made. */
 char *cfs_node_text(CfsFs *fs, CfsNode *node, gsize *len);

@@ -33,9 +33,14 @@ typedef struct {
 /* One disk of a VM, as the inventory describes it. */
 typedef struct {
 	char *name;		/* file name without extension: "disk", "disk1" */
-	char *format;		/* extension of the native file: raw, vmdk, … */
-	guint64 size;		/* bytes, or CFS_SIZE_UNKNOWN */
-	CfsExtentMap *map;	/* allocation map if known at list time */
+	char *format;		/* format of the source's bytes: raw, vmdk, … */
+	char *present;		/* the format of the main file, a view of the
+				 * raw bytes ("vmdk" for disk.vmdk), or NULL
+				 * to present the bytes as they are */
+	guint64 size;		/* bytes of the source, or CFS_SIZE_UNKNOWN
+				 * until the export says */
+	CfsExtentMap *map;	/* allocation map if known at list time; else
+				 * the source's, once the export is ready */
 	char *id;		/* stable identity of the bytes (cache key) */
 	gpointer priv;		/* the provider's */
 	GDestroyNotify priv_free;

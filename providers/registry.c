@@ -41,6 +41,7 @@ void cfs_disk_free(CfsDisk *disk)
 	g_clear_pointer(&disk->map, cfs_extent_map_unref);
 	g_free(disk->name);
 	g_free(disk->format);
+	g_free(disk->present);
 	g_free(disk->id);
 	g_free(disk);
 }
