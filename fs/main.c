@@ -165,14 +165,20 @@ static gpointer tune_read_ahead(gpointer data)
 	CfsFs *fs = data;
 	g_autofree char *path = NULL, *value = NULL;
 	struct stat st;
+	int fd;
 
 	if (stat(fs->mountpoint, &st) < 0)
 		return NULL;
 	path = g_strdup_printf("/sys/class/bdi/%u:%u/read_ahead_kb",
 			       major(st.st_dev), minor(st.st_dev));
 	value = g_strdup_printf("%u", fs->read_ahead_kb);
-	if (!g_file_set_contents(path, value, -1, NULL))
-		g_debug("cannot set %s (not root?)", path);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, value, strlen(value)) < 0)
+		g_debug("cannot set %s: %s", path, g_strerror(errno));
+	else
+		g_debug("%s = %s", path, value);
+	if (fd >= 0)
+		close(fd);
 	return NULL;
 }
 
