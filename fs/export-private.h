@@ -18,6 +18,7 @@ struct CfsExport {
 	CfsDisk *disk;
 	char *path;
 
+	GMutex job_lock;	/* held by a control job; before lock */
 	GMutex lock;
 	GCond cond;		/* state left PREPARING */
 	ExportState state;	/* protected by lock */
@@ -38,11 +39,18 @@ struct CfsExport {
 
 	guint64 fetched;	/* atomic: bytes that landed, the counter */
 	bool streaming;		/* protected by lock: a stream runs */
+	bool released;		/* protected by lock: export_end was called */
 	gint ranges_ignored;	/* atomic: the server answered 200 to Range */
 };
 
+/* A job for the control pool: start or end an export. */
+typedef struct {
+	CfsExport *ex;
+	bool end;
+} CfsExportJob;
+
 /* export.c */
-void cfs_export_start_job(gpointer data, gpointer unused);
+void cfs_export_job(gpointer data, gpointer unused);
 void cfs_export_set_error(CfsExport *ex, const GError *error);
 /* Continue a read parked until the export was ready (or failed). */
 void cfs_read_go(gpointer ctx, const GError *error);

@@ -12,7 +12,7 @@
 
 void cfs_engine_start(CfsEngine *engine)
 {
-	engine->control = g_thread_pool_new(cfs_export_start_job, NULL, 4,
+	engine->control = g_thread_pool_new(cfs_export_job, NULL, 4,
 					    FALSE, NULL);
 	engine->io = g_thread_pool_new(cfs_fetch_local_job, NULL, 2, FALSE,
 				       NULL);
@@ -37,6 +37,7 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	ex->disk = disk;
 	ex->path = g_strdup(path);
 	g_mutex_init(&ex->lock);
+	g_mutex_init(&ex->job_lock);
 	g_cond_init(&ex->cond);
 	ex->parked = g_ptr_array_new();
 	ex->views = g_ptr_array_new_with_free_func(
@@ -53,7 +54,7 @@ void cfs_export_free(CfsExport *ex)
 		g_cond_wait(&ex->cond, &ex->lock);
 	g_mutex_unlock(&ex->lock);
 	cfs_cache_close(ex->cache);
-	if (ex->source)
+	if (ex->source && !ex->released)
 		ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
 	cfs_source_free(ex->source);
 	cfs_disk_free(ex->disk);
@@ -63,6 +64,7 @@ void cfs_export_free(CfsExport *ex)
 	g_free(ex->phase);
 	g_free(ex->error);
 	g_mutex_clear(&ex->lock);
+	g_mutex_clear(&ex->job_lock);
 	g_cond_clear(&ex->cond);
 	g_free(ex);
 }
@@ -100,9 +102,17 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
 
 /* --- starting --- */
 
-void cfs_export_start_job(gpointer data, gpointer unused)
+/* The export is complete and nobody has it open: give back what the
+ * provider granted (a temporary snapshot, a SAS, a lease). The cache
+ * keeps serving reads; an open that needs more starts a new export. */
+static void export_end_job(CfsExport *ex)
 {
-	CfsExport *ex = data;
+	ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
+	g_message("%s: complete, export released", ex->path);
+}
+
+static void export_start_job(CfsExport *ex)
+{
 	CfsEngine *engine = ex->engine;
 	g_autoptr(GError) error = NULL;
 	g_autoptr(GPtrArray) parked = NULL;
@@ -110,6 +120,10 @@ void cfs_export_start_job(gpointer data, gpointer unused)
 	CfsCache *cache = NULL;
 	int opens;
 
+	/* A released export starting again: its old bytes may be gone. */
+	g_clear_pointer(&ex->cache, cfs_cache_close);
+	g_clear_pointer(&ex->source, cfs_source_free);
+	ex->released = false;
 	src = ex->prov->ops->export_start(ex->prov, ex->disk,
 					  (CfsExportReport *)ex, &error);
 	if (src) {
@@ -154,6 +168,39 @@ void cfs_export_start_job(gpointer data, gpointer unused)
 		ex->ready_hook(ex, ex->ready_data);
 }
 
+void cfs_export_job(gpointer data, gpointer unused)
+{
+	CfsExportJob *job = data;
+
+	/* One job of an export at a time: an end and a new start may be
+	 * queued back to back. */
+	g_mutex_lock(&job->ex->job_lock);
+	if (job->end)
+		export_end_job(job->ex);
+	else
+		export_start_job(job->ex);
+	g_mutex_unlock(&job->ex->job_lock);
+	g_free(job);
+}
+
+static void export_push_job(CfsExport *ex, bool end)
+{
+	CfsExportJob *job = g_new0(CfsExportJob, 1);
+
+	job->ex = ex;
+	job->end = end;
+	g_thread_pool_push(ex->engine->control, job, NULL);
+}
+
+/* Whether every chunk is in. */
+static bool export_complete(CfsCache *cache)
+{
+	CfsCacheStats st;
+
+	cfs_cache_stats(cache, &st);
+	return st.present == st.total && st.inflight == 0;
+}
+
 void cfs_export_open(CfsExport *ex)
 {
 	bool start = false;
@@ -162,8 +209,9 @@ void cfs_export_open(CfsExport *ex)
 	g_mutex_lock(&ex->lock);
 	ex->opens++;
 	ex->ever_opened = true;
-	if (ex->state == EXPORT_IDLE ||
-	    (ex->state == EXPORT_FAILED && !ex->cache)) {
+	if (ex->state == EXPORT_IDLE || ex->state == EXPORT_FAILED ||
+	    (ex->state == EXPORT_READY && ex->released && ex->opens == 1 &&
+	     !export_complete(ex->cache))) {
 		ex->state = EXPORT_PREPARING;
 		g_clear_pointer(&ex->error, g_free);
 		start = true;
@@ -171,7 +219,7 @@ void cfs_export_open(CfsExport *ex)
 	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
 	g_mutex_unlock(&ex->lock);
 	if (start)
-		g_thread_pool_push(ex->engine->control, ex, NULL);
+		export_push_job(ex, false);
 	if (cache)
 		cfs_cache_add_readers(cache, 1);
 }
@@ -180,12 +228,21 @@ void cfs_export_release(CfsExport *ex)
 {
 	CfsCache *cache;
 
+	bool end = false;
+
 	g_mutex_lock(&ex->lock);
 	ex->opens--;
 	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
+	if (cache && ex->opens == 0 && !ex->released &&
+	    export_complete(cache)) {
+		ex->released = true;
+		end = true;
+	}
 	g_mutex_unlock(&ex->lock);
 	if (cache)
 		cfs_cache_add_readers(cache, -1);
+	if (end)
+		export_push_job(ex, true);
 }
 
 /* --- files: the native bytes and views of them --- */

@@ -352,7 +352,20 @@ void cfs_fetch_chunk(gpointer owner, guint64 idx, bool demand)
 {
 	CfsExport *ex = owner;
 	CfsSource *src = ex->source;
+	bool released;
 
+	g_mutex_lock(&ex->lock);
+	released = ex->released;
+	g_mutex_unlock(&ex->lock);
+	if (released) {
+		/* Evicted after the export was given back: the next open
+		 * starts a new one. */
+		g_autoptr(GError) error = g_error_new(
+			CFS_ERROR, EIO, "export released; open the file again");
+
+		cfs_cache_chunk_done(ex->cache, idx, error);
+		return;
+	}
 	if (src->ops->pread) {
 		LocalJob *job = g_new0(LocalJob, 1);
 
