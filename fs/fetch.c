@@ -4,6 +4,7 @@
  * one whole-file stream for servers without ranges, and reads of local
  * sources on the I/O pool. Every byte that lands is counted here.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "common/error.h"
@@ -31,6 +32,7 @@ typedef struct {
 	guint64 flushed;	/* disk offset written up to */
 	GByteArray *stage;	/* bytes from flushed to pos */
 	bool whole;		/* keep the whole piece (to verify it) */
+	bool started;		/* this attempt's body has begun */
 	GError *error;		/* ours, beats the transfer's */
 	/* the stream only */
 	guint64 claimed_idx;	/* chunk the stream fills now, or G_MAXUINT64 */
@@ -74,6 +76,33 @@ static void piece_reset(CfsHttpRequest *req)
 	p->flushed = p->piece.offset;
 	g_byte_array_set_size(p->stage, 0);
 	p->claimed_idx = G_MAXUINT64;
+	p->started = false;
+}
+
+/* A 206 must be the range asked for, of a file of the size the export
+ * knows: anything else would put wrong bytes in the cache. */
+static bool piece_check_range(Piece *p, CfsHttpRequest *req)
+{
+	guint64 start = 0, last = 0, total = 0;
+
+	if (req->status != 206)
+		return true;
+	if (req->content_range &&
+	    sscanf(req->content_range, "bytes %" G_GUINT64_FORMAT "-%"
+		   G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT, &start, &last,
+		   &total) == 3 &&
+	    start == req->range_start && last >= MIN(req->range_end,
+						      total - 1) &&
+	    total == p->ex->source->size)
+		return true;
+	p->error = g_error_new(CFS_ERROR, EIO, "%s answered range '%s' for "
+			       "bytes %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT
+			       " of %" G_GUINT64_FORMAT " (has the image "
+			       "changed?)", req->host,
+			       req->content_range ? req->content_range : "",
+			       req->range_start, req->range_end,
+			       p->ex->source->size);
+	return false;
 }
 
 /* The body of a ranged piece. A server that ignores Range answers 200
@@ -84,10 +113,16 @@ static bool piece_body(CfsHttpRequest *req, const void *data, gsize len)
 	const guint8 *bytes = data;
 	guint64 end = p->piece.offset + p->piece.length;
 
-	if (req->status == 200 && req->has_range && p->piece.offset > 0 &&
-	    p->pos == p->piece.offset && p->stage->len == 0) {
-		g_atomic_int_set(&p->ex->ranges_ignored, 1);
-		p->pos = 0;	/* the body starts at the file's start */
+	if (!p->started) {
+		p->started = true;
+		if (req->has_range && !piece_check_range(p, req))
+			return false;
+		if (req->status == 200 && req->has_range) {
+			/* The server ignores Range: the body is the whole
+			 * file; use one stream from now on. */
+			g_atomic_int_set(&p->ex->ranges_ignored, 1);
+			p->pos = 0;
+		}
 	}
 	__atomic_fetch_add(&p->ex->fetched, len, __ATOMIC_RELAXED);
 	if (p->pos < p->piece.offset) {

@@ -36,6 +36,7 @@ typedef struct {
 	bool random;
 	CfsExtentMap *map;
 	char *identity;
+	char *etag;		/* a strong ETag, or NULL */
 } UrlImage;
 
 typedef struct {
@@ -54,6 +55,7 @@ static void url_image_free(UrlImage *img)
 	g_free(img->error);
 	g_clear_pointer(&img->map, cfs_extent_map_unref);
 	g_free(img->identity);
+	g_free(img->etag);
 	g_free(img);
 }
 
@@ -196,6 +198,10 @@ static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 					req->etag ? req->etag : "",
 					req->last_modified ?
 						req->last_modified : "");
+	g_free(img->etag);
+	/* Weak ETags cannot be used with If-Match. */
+	img->etag = req->etag && !g_str_has_prefix(req->etag, "W/") ?
+			    g_strdup(req->etag) : NULL;
 	map = cfs_extent_map_new_full(img->size);
 	g_clear_pointer(&img->map, cfs_extent_map_unref);
 	img->map = g_steal_pointer(&map);
@@ -334,6 +340,7 @@ static bool url_list(CfsProvider *base, GPtrArray *vms, GError **error)
 typedef struct {
 	char *url;
 	char *path;
+	char *etag;		/* sent as If-Match: a changed image fails */
 	int fd;
 } UrlSource;
 
@@ -347,6 +354,11 @@ static bool url_plan(CfsSource *src, guint64 off, guint64 len,
 		piece.req->has_range = true;
 		piece.req->range_start = off;
 		piece.req->range_end = off + len - 1;
+	}
+	if (us->etag) {
+		g_autofree char *h = g_strdup_printf("If-Match: %s", us->etag);
+
+		cfs_http_request_add_header(piece.req, h);
 	}
 	g_array_append_val(pieces, piece);
 	return true;
@@ -374,6 +386,7 @@ static void url_source_free(CfsSource *src)
 		memset(us->url, 0, strlen(us->url));
 	g_free(us->url);
 	g_free(us->path);
+	g_free(us->etag);
 	g_free(us);
 }
 
@@ -396,6 +409,7 @@ static CfsSource *url_export_start(CfsProvider *base, CfsDisk *disk,
 
 	us->fd = -1;
 	us->url = g_strdup(img->url);
+	us->etag = g_strdup(img->etag);
 	src->priv = us;
 	src->size = disk->size;
 	src->random = img->random;
