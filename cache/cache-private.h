@@ -55,6 +55,7 @@ struct CfsCache {
 	guint64 fill_cursor;	/* protected by lock */
 	struct {
 		guint64 start, end;
+		guint reads;
 	} seq[4];		/* protected by lock: sequential readers */
 	guint seq_next;		/* protected by lock */
 };

@@ -18,6 +18,8 @@
 /* Reads this close to the end of a run still continue it (the kernel's
  * readahead may reorder them). */
 #define SEQ_SLACK (512 * 1024)
+/* A run is sequential once it spans this much in two reads or more. */
+#define SEQ_MIN (256 * 1024)
 
 struct CfsCacheHold {
 	CfsCache *cache;
@@ -255,9 +257,17 @@ static void cache_pump(CfsCache *c, IdxList *out)
 	for (guint s = 0; s < G_N_ELEMENTS(c->seq) && budget > 0; s++) {
 		guint64 first, last;
 
-		if (c->seq[s].end == c->seq[s].start)
+		/* One read is not a sequence, nor two pages of one
+		 * unaligned read: a random reader gets only the chunks it
+		 * asks for. */
+		if (c->seq[s].reads < 2 ||
+		    c->seq[s].end - c->seq[s].start < SEQ_MIN)
 			continue;
 		first = c->seq[s].end / c->chunk_size;
+		g_debug("cache %s: sequential reader %" G_GUINT64_FORMAT "-%"
+			G_GUINT64_FORMAT " (%u reads): prefetch from chunk %"
+			G_GUINT64_FORMAT, c->label, c->seq[s].start,
+			c->seq[s].end, c->seq[s].reads, first);
 		last = MIN(first + c->parallel, c->n_chunks - 1);
 		for (guint64 idx = first; idx <= last && budget > 0; idx++) {
 			if (cache_claim_locked(c, idx, true)) {
@@ -293,8 +303,10 @@ void cfs_cache_note_read(CfsCache *c, guint64 off, guint64 len)
 		c->seq_next = (c->seq_next + 1) % G_N_ELEMENTS(c->seq);
 		c->seq[s].start = off;
 		c->seq[s].end = off;
+		c->seq[s].reads = 0;
 	}
 	c->seq[s].end = MAX(c->seq[s].end, off + len);
+	c->seq[s].reads++;
 	if (!c->fill_all && c->seq[s].start == 0 &&
 	    c->seq[s].end >= FILL_AFTER && cache_fits(c)) {
 		c->fill_all = true;

@@ -28,6 +28,24 @@ static double progress_rate(CfsExport *ex)
 	return ex->rate;
 }
 
+/* What the cache will count as total: the bytes of every chunk that holds
+ * some data (chunks are fetched whole). */
+static guint64 progress_total(const CfsExtentMap *map, guint64 chunk)
+{
+	guint64 total = 0, next = 0;	/* first chunk not counted yet */
+
+	for (guint i = 0; map && i < map->n; i++) {
+		guint64 first = MAX(map->ext[i].offset / chunk, next);
+		guint64 last = (map->ext[i].offset + map->ext[i].length - 1) /
+			       chunk;
+
+		for (guint64 c = first; c <= last; c++)
+			total += MIN(chunk, map->size - c * chunk);
+		next = MAX(next, last + 1);
+	}
+	return total;
+}
+
 static void progress_quote(GString *out, const char *text)
 {
 	g_string_append_c(out, '"');
@@ -59,13 +77,10 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 	rate = progress_rate(ex);
 	g_mutex_unlock(&ex->lock);
 
-	if (cache) {
+	if (cache)
 		cfs_cache_stats(cache, &st);
-	} else {
-		CfsExtentMap *map = ex->disk->map;
-
-		st.total = map ? map->data_bytes : 0;
-	}
+	else
+		st.total = progress_total(ex->disk->map, ex->engine->chunk_size);
 	if (error)
 		state = "failed";
 	else if (es == EXPORT_PREPARING)
