@@ -12,7 +12,8 @@ enum {
 	CHUNK_HOLE,		/* no data in the map: reads as zeros */
 };
 #define CHUNK_PREFETCH 0x80	/* flag on INFLIGHT: claimed by prefetch */
-#define CHUNK_STATE(s) ((s) & 0x7f)
+#define CHUNK_QUEUED 0x40	/* flag on INFLIGHT: waits for a slot */
+#define CHUNK_STATE(s) ((s) & 0x3f)
 
 struct CfsStore {
 	char *dir;
@@ -48,8 +49,10 @@ struct CfsCache {
 	GHashTable *waiters;	/* protected by lock: idx -> GPtrArray of holds */
 	guint64 present;	/* protected by lock */
 	guint64 total;		/* constant: bytes of data chunks */
-	guint inflight;		/* protected by lock */
+	guint inflight;		/* protected by lock: claimed, not done */
 	guint prefetch_inflight; /* protected by lock */
+	GQueue queued;		/* protected by lock: demand chunks claimed
+				 * while `parallel` fetches ran, oldest first */
 	int readers;		/* protected by lock */
 	bool fill_all;		/* protected by lock */
 	guint64 fill_cursor;	/* protected by lock */

@@ -13,7 +13,8 @@
 #include "common/error.h"
 #include "common/util.h"
 
-/* A sequential run from offset 0 this long turns on the whole-disk fill. */
+/* A sequential run from offset 0 this long, in two reads or more, turns on
+ * the whole-disk fill. */
 #define FILL_AFTER (1024 * 1024)
 /* Reads this close to the end of a run still continue it (the kernel's
  * readahead may reorder them). */
@@ -136,6 +137,7 @@ static void cache_free(CfsCache *c)
 	if (c->data_fd >= 0)
 		close(c->data_fd);
 	g_clear_pointer(&c->waiters, g_hash_table_unref);
+	g_queue_clear(&c->queued);
 	cfs_extent_map_unref(c->map);
 	g_free(c->state);
 	g_free(c->pins);
@@ -146,19 +148,53 @@ static void cache_free(CfsCache *c)
 	g_free(c);
 }
 
-CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
-			 CfsExtentMap *map, guint64 chunk_size, guint parallel,
-			 CfsCacheFetchFn fetch, gpointer owner, GError **error)
+/* The folder of an export: a readable label and a hash of the key. */
+static char *cache_dir_for(CfsStore *store, const char *key,
+			   const char *label)
 {
-	CfsCache *c = g_new0(CfsCache, 1);
 	g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256,
 							      key, -1);
 	g_autofree char *name = cfs_name_sanitize(label);
 
 	g_strdelimit(name, "/ ", '_');
 	hash[16] = '\0';
+	return g_strdup_printf("%s/%s-%s", store->dir, name, hash);
+}
+
+guint64 cfs_store_peek(CfsStore *store, const char *key, const char *label,
+		       CfsExtentMap *map, guint64 chunk_size)
+{
+	g_autofree char *dir = cache_dir_for(store, key, label);
+	g_autofree char *meta = g_build_filename(dir, "meta", NULL);
+	g_autofree char *path = g_build_filename(dir, "bitmap", NULL);
+	g_autofree guint8 *bits = NULL;
+	guint64 n_chunks = (map->size + chunk_size - 1) / chunk_size;
+	guint64 present = 0;
+	gsize len = 0;
+
+	if (!cache_meta_matches(meta, key, map, chunk_size) ||
+	    !g_file_get_contents(path, (char **)&bits, &len, NULL))
+		return 0;
+	for (guint64 i = 0; i < n_chunks && i / 8 < len; i++) {
+		guint64 off = i * chunk_size, clen = MIN(chunk_size,
+							 map->size - off);
+
+		/* The bitmap is words of 32 bits, in host order. */
+		if ((((guint32 *)(void *)bits)[i / 32] & (1u << (i % 32))) &&
+		    cfs_extent_map_any_data(map, off, clen))
+			present += clen;
+	}
+	return present;
+}
+
+CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
+			 CfsExtentMap *map, guint64 chunk_size, guint parallel,
+			 CfsCacheFetchFn fetch, gpointer owner, GError **error)
+{
+	CfsCache *c = g_new0(CfsCache, 1);
+
 	c->store = store;
-	c->dir = g_strdup_printf("%s/%s-%s", store->dir, name, hash);
+	c->dir = cache_dir_for(store, key, label);
 	c->label = g_strdup(label);
 	c->map = cfs_extent_map_ref(map);
 	c->chunk_size = chunk_size;
@@ -212,6 +248,12 @@ void cfs_cache_close(CfsCache *c)
 
 typedef GArray IdxList;	/* of guint64 */
 
+/* Fetches running: claimed chunks not waiting for a slot. Lock held. */
+static guint cache_running(const CfsCache *c)
+{
+	return c->inflight - c->queued.length;
+}
+
 static bool cache_claim_locked(CfsCache *c, guint64 idx, bool prefetch)
 {
 	if (c->state[idx] != CHUNK_ABSENT)
@@ -236,9 +278,11 @@ static void cache_pump(CfsCache *c, IdxList *out)
 {
 	guint budget;
 
-	if (c->readers <= 0 || c->prefetch_inflight >= c->parallel)
+	/* Demand fetches count too: at most `parallel` in flight in all,
+	 * though a reader's own misses are never held back. */
+	if (c->readers <= 0 || c->inflight >= c->parallel)
 		return;
-	budget = c->parallel - c->prefetch_inflight;
+	budget = c->parallel - c->inflight;
 	if (c->fill_all) {
 		guint64 scanned = 0;
 
@@ -307,7 +351,7 @@ void cfs_cache_note_read(CfsCache *c, guint64 off, guint64 len)
 	}
 	c->seq[s].end = MAX(c->seq[s].end, off + len);
 	c->seq[s].reads++;
-	if (!c->fill_all && c->seq[s].start == 0 &&
+	if (!c->fill_all && c->seq[s].start == 0 && c->seq[s].reads >= 2 &&
 	    c->seq[s].end >= FILL_AFTER && cache_fits(c)) {
 		c->fill_all = true;
 		c->fill_cursor = c->seq[s].end / c->chunk_size % c->n_chunks;
@@ -407,7 +451,7 @@ bool cfs_cache_acquire(CfsCache *c, const CfsExtent *ranges, guint n,
 	hold->chunks = cache_chunks_of(c, ranges, n);
 	hold->wake = wake;
 	hold->data = data;
-	*hold_out = hold;
+	g_atomic_pointer_set(hold_out, hold);
 	g_mutex_lock(&c->lock);
 	for (guint i = 0; i < hold->chunks->len; i++) {
 		guint64 idx = g_array_index(hold->chunks, guint64, i);
@@ -417,7 +461,15 @@ bool cfs_cache_acquire(CfsCache *c, const CfsExtent *ranges, guint n,
 		switch (CHUNK_STATE(c->state[idx])) {
 		case CHUNK_ABSENT:
 			cache_claim_locked(c, idx, false);
-			g_array_append_val(fetch, idx);
+			if (cache_running(c) > c->parallel) {
+				/* At most `parallel` fetches run; demand
+				 * ones go first when a slot frees. */
+				c->state[idx] |= CHUNK_QUEUED;
+				g_queue_push_tail(&c->queued,
+						  GSIZE_TO_POINTER(idx));
+			} else {
+				g_array_append_val(fetch, idx);
+			}
 			/* fall through */
 		case CHUNK_INFLIGHT:
 			hold->missing++;
@@ -523,11 +575,14 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 	g_autoptr(GPtrArray) waiters = NULL;
 	g_autoptr(GPtrArray) wake = g_ptr_array_new();
 	g_autoptr(GArray) fetch = g_array_new(FALSE, FALSE, sizeof(guint64));
+	g_autoptr(GArray) demand = g_array_new(FALSE, FALSE, sizeof(guint64));
 	guint64 len = cfs_chunk_len(c, idx);
 	gpointer key = NULL;
 
 	g_mutex_lock(&c->lock);
 	g_assert(CHUNK_STATE(c->state[idx]) == CHUNK_INFLIGHT);
+	if (c->state[idx] & CHUNK_QUEUED)	/* a stream got to it first */
+		g_queue_remove(&c->queued, GSIZE_TO_POINTER(idx));
 	c->inflight--;
 	if (c->state[idx] & CHUNK_PREFETCH)
 		c->prefetch_inflight--;
@@ -555,6 +610,12 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 		if (hold->woken)
 			g_ptr_array_add(wake, hold);
 	}
+	while (!g_queue_is_empty(&c->queued) && cache_running(c) < c->parallel) {
+		guint64 next = GPOINTER_TO_SIZE(g_queue_pop_head(&c->queued));
+
+		c->state[next] &= ~CHUNK_QUEUED;
+		g_array_append_val(demand, next);
+	}
 	if (!error)
 		cache_pump(c, fetch);
 	g_mutex_unlock(&c->lock);
@@ -565,6 +626,7 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 
 		hold->wake(hold, hold->data, error);
 	}
+	cache_fetch_all(c, demand, true);
 	cache_fetch_all(c, fetch, false);
 }
 

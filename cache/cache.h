@@ -61,6 +61,11 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 /* No fetch may be running and no hold held. */
 void cfs_cache_close(CfsCache *cache);
 
+/* Bytes of data chunks a cache left in the store holds for these exact
+ * bytes, without opening it (for .progress before the first open). */
+guint64 cfs_store_peek(CfsStore *store, const char *key, const char *label,
+		       CfsExtentMap *map, guint64 chunk_size);
+
 guint64 cfs_cache_chunk_size(const CfsCache *cache);
 guint64 cfs_cache_n_chunks(const CfsCache *cache);
 
@@ -68,8 +73,8 @@ guint64 cfs_cache_n_chunks(const CfsCache *cache);
  * Make sure the chunks covering @ranges are present, pinned until
  * cfs_cache_release(). Returns true if they all are now: read them with
  * cfs_cache_pread() and release. Otherwise @wake is called once they are
- * (or one failed), maybe before this returns; @hold_out is set first in
- * both cases. Any thread.
+ * (or one failed), maybe before this returns; @hold_out is set
+ * (atomically) before any chunk can land, in both cases. Any thread.
  */
 bool cfs_cache_acquire(CfsCache *cache, const CfsExtent *ranges, guint n,
 		       CfsCacheWakeFn wake, gpointer data,

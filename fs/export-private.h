@@ -38,6 +38,7 @@ struct CfsExport {
 	guint64 rate_bytes;	/* protected by lock */
 
 	guint64 fetched;	/* atomic: bytes that landed, the counter */
+	guint64 cached;		/* what the cache held at list time */
 	bool streaming;		/* protected by lock: a stream runs */
 	bool released;		/* protected by lock: export_end was called */
 	gint ranges_ignored;	/* atomic: the server answered 200 to Range */

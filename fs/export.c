@@ -27,6 +27,15 @@ void cfs_engine_stop(CfsEngine *engine)
 	engine->control = engine->io = NULL;
 }
 
+/* What names the cache of an export: the provider, the disk, and the
+ * identity of the exported bytes. */
+static char *export_key(CfsExport *ex, const char *identity)
+{
+	return g_strdup_printf("%s\n%s\n%s", ex->prov->ops->name,
+			       ex->disk->id ? ex->disk->id : ex->path,
+			       identity);
+}
+
 CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 			  CfsDisk *disk, const char *path)
 {
@@ -36,6 +45,12 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	ex->prov = prov;
 	ex->disk = disk;
 	ex->path = g_strdup(path);
+	if (disk->identity && disk->map) {
+		g_autofree char *key = export_key(ex, disk->identity);
+
+		ex->cached = cfs_store_peek(engine->store, key, path, disk->map,
+					    engine->chunk_size);
+	}
 	g_mutex_init(&ex->lock);
 	g_mutex_init(&ex->job_lock);
 	g_cond_init(&ex->cond);
@@ -127,9 +142,7 @@ static void export_start_job(CfsExport *ex)
 	src = ex->prov->ops->export_start(ex->prov, ex->disk,
 					  (CfsExportReport *)ex, &error);
 	if (src) {
-		g_autofree char *key = g_strdup_printf(
-			"%s\n%s\n%s", ex->prov->ops->name,
-			ex->disk->id ? ex->disk->id : ex->path, src->identity);
+		g_autofree char *key = export_key(ex, src->identity);
 
 		cache = cfs_cache_open(engine->store, key, ex->path, src->map,
 				       engine->chunk_size, engine->parallel,
@@ -428,7 +441,6 @@ void cfs_read_go(gpointer data, const GError *error)
 	ReadCtx *ctx = data;
 	CfsExport *ex = ctx->ex;
 	g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
-	CfsCacheHold *hold = NULL;
 	guint64 file_size = 0, raw_off, raw_len;
 
 	if (error || !cfs_export_file_size(ex, ctx->fmt, &file_size)) {
@@ -451,16 +463,13 @@ void cfs_read_go(gpointer data, const GError *error)
 		g_array_append_val(ranges, whole);
 	}
 	read_raw_span(ranges, &raw_off, &raw_len);
+	/* The hold is published in ctx before any chunk can land, for
+	 * read_wake and read_interrupt (which acts on it only while it is
+	 * not woken). Once parked, ctx may be answered and freed at any
+	 * time: it is not touched again here. */
 	if (cfs_cache_acquire(ex->cache, (CfsExtent *)(void *)ranges->data,
-			      ranges->len, read_wake, ctx, &hold)) {
-		g_atomic_pointer_set(&ctx->hold, hold);
+			      ranges->len, read_wake, ctx, &ctx->hold))
 		read_finish(ctx, NULL);
-	} else {
-		/* Parked: read_wake may run any time from now on. The hold
-		 * is published for read_interrupt, which only acts on it
-		 * while it is not woken. */
-		g_atomic_pointer_set(&ctx->hold, hold);
-	}
 	/* After the demand fetches, so that they go first. */
 	if (raw_len)
 		cfs_cache_note_read(ex->cache, raw_off, raw_len);

@@ -187,13 +187,15 @@ static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		cfs_export_read(n->ex, n->format, req, size, off);
 		return;
 	}
-	text = (GBytes *)(uintptr_t)fi->fh;
+	/* Hold the snapshot over the reply: the reader may close the file,
+	 * and release free it, as soon as the reply is written. */
+	text = g_bytes_ref((GBytes *)(uintptr_t)fi->fh);
 	data = g_bytes_get_data(text, &len);
-	if ((gsize)off >= len) {
+	if ((gsize)off >= len)
 		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	fuse_reply_buf(req, data + off, MIN(size, len - (gsize)off));
+	else
+		fuse_reply_buf(req, data + off, MIN(size, len - (gsize)off));
+	g_bytes_unref(text);
 }
 
 static void ops_release(fuse_req_t req, fuse_ino_t ino,

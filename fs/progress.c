@@ -77,14 +77,18 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 	rate = progress_rate(ex);
 	g_mutex_unlock(&ex->lock);
 
-	if (cache)
+	if (cache) {
 		cfs_cache_stats(cache, &st);
-	else
+	} else {
 		st.total = progress_total(ex->disk->map, ex->engine->chunk_size);
+		st.present = MIN(ex->cached, st.total);
+	}
 	if (error)
 		state = "failed";
 	else if (es == EXPORT_PREPARING)
 		state = "preparing";
+	else if (st.total && st.present == st.total)
+		state = "complete";
 	else if (!cache)
 		state = "idle";
 	else if (st.present == st.total)

@@ -41,7 +41,10 @@ typedef struct {
 				 * until the export says */
 	CfsExtentMap *map;	/* allocation map if known at list time; else
 				 * the source's, once the export is ready */
-	char *id;		/* stable identity of the bytes (cache key) */
+	char *id;		/* stable identity of the disk (cache key) */
+	char *identity;		/* the identity its source will have, if known
+				 * at list time (lets .progress count what the
+				 * cache holds before the first open) */
 	gpointer priv;		/* the provider's */
 	GDestroyNotify priv_free;
 } CfsDisk;

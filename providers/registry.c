@@ -43,6 +43,7 @@ void cfs_disk_free(CfsDisk *disk)
 	g_free(disk->format);
 	g_free(disk->present);
 	g_free(disk->id);
+	g_free(disk->identity);
 	g_free(disk);
 }
 

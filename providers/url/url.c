@@ -327,6 +327,7 @@ static bool url_list(CfsProvider *base, GPtrArray *vms, GError **error)
 			disk->map = cfs_extent_map_ref(img->map);
 			disk->id = g_strdup_printf("%s %s", img->url,
 						   img->identity);
+			disk->identity = g_strdup(disk->id);
 			disk->priv = img;
 			g_ptr_array_add(vm->disks, disk);
 		}
