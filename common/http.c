@@ -187,6 +187,36 @@ static bool http_status_retryable(long status)
 	       status == 502 || status == 503 || status == 504;
 }
 
+/*
+ * Throttling that is not a 429 or 503: the EBS direct APIs answer 400
+ * RequestThrottledException, EC2 400 RequestLimitExceeded, S3 503
+ * SlowDown, Azure 503 ServerBusy. Named in a header or the error body.
+ */
+static bool http_throttling_answer(const CfsHttpRequest *req)
+{
+	static const char *const codes[] = {
+		"Throttling", "RequestThrottled", "ConcurrentLimitExceeded",
+		"RequestLimitExceeded", "SlowDown", "ServerBusy",
+		"TooManyRequests",
+	};
+	const char *type = g_hash_table_lookup(req->resp_headers,
+					       "x-amzn-errortype");
+	const char *code = g_hash_table_lookup(req->resp_headers,
+					       "x-ms-error-code");
+
+	if (req->status != 400 && req->status != 403)
+		return false;
+	for (guint i = 0; i < G_N_ELEMENTS(codes); i++) {
+		if ((type && g_str_has_prefix(type, codes[i])) ||
+		    (code && g_str_has_prefix(code, codes[i])) ||
+		    (req->response &&
+		     memmem(req->response->data, req->response->len, codes[i],
+			    strlen(codes[i]))))
+			return true;
+	}
+	return false;
+}
+
 static bool http_curl_retryable(CURLcode code)
 {
 	switch (code) {
@@ -339,8 +369,9 @@ static void http_finish(CfsHttp *http, CfsHttpRequest *req, CURLcode code)
 		return;
 	}
 	if (code == CURLE_OK) {
-		retry = http_status_retryable(req->status);
-		throttled = req->status == 429 || req->status == 503;
+		throttled = req->status == 429 || req->status == 503 ||
+			    http_throttling_answer(req);
+		retry = throttled || http_status_retryable(req->status);
 		error = g_error_new(CFS_ERROR, EIO, "HTTP %ld from %s",
 				    req->status, req->host);
 	} else if (code == CURLE_WRITE_ERROR) {

@@ -12,6 +12,8 @@
 
 void cfs_engine_start(CfsEngine *engine)
 {
+	g_mutex_init(&engine->stop_lock);
+	g_cond_init(&engine->stop_cond);
 	engine->control = g_thread_pool_new(cfs_export_job, NULL, 4,
 					    FALSE, NULL);
 	engine->io = g_thread_pool_new(cfs_fetch_local_job, NULL, 2, FALSE,
@@ -20,6 +22,10 @@ void cfs_engine_start(CfsEngine *engine)
 
 void cfs_engine_stop(CfsEngine *engine)
 {
+	g_mutex_lock(&engine->stop_lock);
+	engine->stopping = true;
+	g_cond_broadcast(&engine->stop_cond);
+	g_mutex_unlock(&engine->stop_lock);
 	if (engine->control)
 		g_thread_pool_free(engine->control, FALSE, TRUE);
 	if (engine->io)
@@ -60,17 +66,26 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	return ex;
 }
 
+void cfs_export_end(CfsExport *ex)
+{
+	bool end;
+
+	g_mutex_lock(&ex->lock);
+	while (ex->state == EXPORT_PREPARING)
+		g_cond_wait(&ex->cond, &ex->lock);
+	end = ex->source && !ex->released;
+	ex->released = true;
+	g_mutex_unlock(&ex->lock);
+	if (end)
+		ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
+}
+
 void cfs_export_free(CfsExport *ex)
 {
 	if (!ex)
 		return;
-	g_mutex_lock(&ex->lock);
-	while (ex->state == EXPORT_PREPARING)
-		g_cond_wait(&ex->cond, &ex->lock);
-	g_mutex_unlock(&ex->lock);
+	cfs_export_end(ex);
 	cfs_cache_close(ex->cache);
-	if (ex->source && !ex->released)
-		ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
 	cfs_source_free(ex->source);
 	cfs_disk_free(ex->disk);
 	g_ptr_array_unref(ex->parked);
@@ -99,6 +114,23 @@ void cfs_export_report(CfsExportReport *report, const char *phase,
 	ex->phase = g_strdup(phase);
 	ex->phase_percent = percent;
 	g_mutex_unlock(&ex->lock);
+}
+
+bool cfs_export_wait(CfsExportReport *report, double seconds)
+{
+	CfsEngine *engine = ((CfsExport *)report)->engine;
+	gint64 until = g_get_monotonic_time() +
+		       (gint64)(seconds * G_USEC_PER_SEC);
+	bool go_on;
+
+	g_mutex_lock(&engine->stop_lock);
+	while (!engine->stopping &&
+	       g_cond_wait_until(&engine->stop_cond, &engine->stop_lock,
+				 until))
+		;
+	go_on = !engine->stopping;
+	g_mutex_unlock(&engine->stop_lock);
+	return go_on;
 }
 
 void cfs_export_set_error(CfsExport *ex, const GError *error)

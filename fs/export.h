@@ -31,17 +31,26 @@ typedef struct {
 	guint parallel;
 	GThreadPool *control;	/* export_start/end: may block */
 	GThreadPool *io;	/* reads of local sources */
+	GMutex stop_lock;
+	GCond stop_cond;
+	bool stopping;		/* protected by stop_lock */
 } CfsEngine;
 
 /* The engine's pools. Main thread. */
 void cfs_engine_start(CfsEngine *engine);
+/* At unmount: exports still preparing give up (cfs_export_wait() says
+ * so), and the pools finish. The network thread must still run: a
+ * provider may clean up what it made. */
 void cfs_engine_stop(CfsEngine *engine);
 
 /* A new export of @disk (transfer full), shown as @path ("url/web01/disk"
  * without extension). */
 CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 			  CfsDisk *disk, const char *path);
-/* End it (release what the provider granted) and free. No open files. */
+/* Release what the provider granted, if not yet. At unmount, after
+ * cfs_engine_stop() and before the network thread stops. */
+void cfs_export_end(CfsExport *ex);
+/* Free; ends it first if cfs_export_end() was not called. */
 void cfs_export_free(CfsExport *ex);
 
 CfsDisk *cfs_export_disk(CfsExport *ex);

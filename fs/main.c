@@ -301,9 +301,12 @@ int main(int argc, char *argv[])
 	ret = fuse_session_loop_mt(se, &loop) != 0;
 	g_thread_join(tuner);
 
-	/* Parked reads end with the network thread; then the exports. */
-	cfs_http_free(fs.engine.ctx.http);
+	/* Exports still preparing give up; what providers granted is given
+	 * back while the network thread runs; then reads still parked end
+	 * with it, and the exports go. */
 	cfs_engine_stop(&fs.engine);
+	cfs_tree_end_exports(&fs);
+	cfs_http_free(fs.engine.ctx.http);
 	curl_global_cleanup();
 out_unmount:
 	fuse_session_unmount(se);

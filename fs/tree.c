@@ -87,6 +87,12 @@ static void node_free(CfsNode *n)
 	g_free(n);
 }
 
+void cfs_tree_end_exports(CfsFs *fs)
+{
+	for (guint i = 0; i < fs->exports->len; i++)
+		cfs_export_end(fs->exports->pdata[i]);
+}
+
 void cfs_tree_free(CfsFs *fs)
 {
 	for (guint i = 0; i < fs->exports->len; i++)

@@ -65,7 +65,9 @@ typedef struct {
 
 /* Build the root, its .progress and a folder per provider. */
 void cfs_tree_init(CfsFs *fs);
-/* End every export, free every node. After the session loop. */
+/* Give back what every export was granted. After the session loop. */
+void cfs_tree_end_exports(CfsFs *fs);
+/* Free every export and node. */
 void cfs_tree_free(CfsFs *fs);
 
 /* The node for @ino, or NULL. Takes the tree lock briefly. */

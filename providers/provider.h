@@ -128,6 +128,11 @@ struct CfsProvider {
 void cfs_export_report(CfsExportReport *report, const char *phase,
 		       double percent);
 
+/* Wait @seconds between two polls of a long export. Returns false at
+ * once when the filesystem is being unmounted: export_start should then
+ * release what it made and fail (ECANCELED). */
+bool cfs_export_wait(CfsExportReport *report, double seconds);
+
 /* The provider types, in the order their folders are listed. */
 const CfsProviderOps *const *cfs_providers_all(void);
 const CfsProviderOps *cfs_provider_find(const char *name);
