@@ -3,9 +3,11 @@
 #include "provider.h"
 
 extern const CfsProviderOps cfs_url_provider;
+extern const CfsProviderOps cfs_aws_provider;
 
 static const CfsProviderOps *const providers[] = {
 	&cfs_url_provider,
+	&cfs_aws_provider,
 	NULL,
 };
 

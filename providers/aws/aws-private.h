@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The AWS provider's private types: the instance made from the [aws]
+ * section, credentials and endpoints (creds.c), signed requests and AWS
+ * errors (call.c), the EC2 Query API and its XML (ec2.c), the EBS direct
+ * APIs (ebs.c) and S3 exports (s3.c).
+ *
+ * Threads: list runs with the list lock held; export_start/export_end on
+ * the control pool; source operations on any thread. Everything in
+ * AwsProvider is immutable after create except what says otherwise.
+ */
+#pragma once
+
+#include <glib.h>
+#include <libxml/tree.h>
+#include <stdbool.h>
+
+#include "common/http.h"
+#include "common/sigv4.h"
+#include "providers/provider.h"
+
+/* Tags on everything cloudfs creates in an account. */
+#define AWS_TAG_TEMPORARY "cloudfs:temporary"	/* "true": delete it */
+#define AWS_TAG_VOLUME "cloudfs:volume"
+#define AWS_TAG_INSTANCE "cloudfs:instance"
+#define AWS_TAG_HOST "cloudfs:host"		/* who made it */
+#define AWS_TAG_PID "cloudfs:pid"
+
+#define AWS_EC2_VERSION "2016-11-15"
+
+typedef enum {
+	AWS_EC2,
+	AWS_EBS,
+	AWS_S3,
+	AWS_N_SERVICES,
+} AwsService;
+
+typedef enum {
+	AWS_MODE_EBS_DIRECT,
+	AWS_MODE_EXPORT,
+} AwsMode;
+
+typedef struct {
+	CfsProvider base;
+
+	AwsMode mode;
+	char *profile;		/* the profile used for files: never NULL */
+	bool profile_explicit;	/* [aws] profile: environment keys ignored */
+	char *region;		/* the default region */
+	GStrv regions;		/* the regions listed, at least one */
+	char *endpoint[AWS_N_SERVICES];	/* base URL without '/', or NULL */
+	char *s3_bucket;
+	char *s3_prefix;	/* "" or ends with '/' as given */
+	char *export_format;	/* vmdk, vhd, raw */
+	bool keep_snapshots;
+	bool keep_exports;
+	char *host;		/* this machine, for AWS_TAG_HOST */
+	double poll_s;		/* first poll interval of long operations */
+
+	GMutex lock;
+	CfsAwsCreds *creds;	/* protected by lock; NULL until resolved */
+	gint64 creds_at;	/* protected by lock; monotonic µs */
+	char *creds_source;	/* protected by lock: "environment", … */
+
+	GHashTable *cleaned;	/* regions swept for leftovers; list lock */
+} AwsProvider;
+
+/* What list() found about one volume; the CfsDisk's priv. */
+typedef struct {
+	char *region;
+	char *instance_id;
+	char *volume_id;
+	char *device;
+	guint64 size;		/* bytes */
+	bool boot;
+} AwsDisk;
+
+void aws_disk_free(AwsDisk *d);
+
+/* --- creds.c: configuration and credentials --- */
+
+/* Read the [aws] section, the AWS_* environment and ~/.aws/config into
+ * @prov. Reads local files only. */
+bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
+		     GError **error);
+void aws_config_clear(AwsProvider *prov);
+
+/* The credentials to sign with (transfer full), found again at most
+ * every minute (rotated keys in the files are picked up). The error says
+ * where they were looked for, never a secret. Any thread; takes
+ * prov->lock. */
+CfsAwsCreds *aws_creds_get(AwsProvider *prov, GError **error);
+
+/* Base URL of @svc in @region, without a trailing '/'. Transfer full. */
+char *aws_endpoint(AwsProvider *prov, AwsService svc, const char *region);
+
+/* --- call.c: signing and running requests --- */
+
+/* Sign @req (url, method, headers and body already set) for @svc in
+ * @region and add the signature headers. Any thread. */
+bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
+	      const char *region, const void *body, gsize body_len,
+	      GError **error);
+
+/* "AuthFailure: AWS was not able to validate …" from an AWS error body
+ * (EC2 and S3 XML, EBS JSON with x-amzn-ErrorType), or NULL. Transfer
+ * full. */
+char *aws_error_text(const CfsHttpRequest *req);
+
+/* Run a control-plane request on the network thread and wait; on failure
+ * the error carries AWS's code and message. @what names the call. */
+bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
+		 GError **error);
+
+/* The same on a private connection, for export_end, which may run after
+ * the network thread has stopped (at unmount). Main/control threads. */
+bool aws_perform_private(CfsHttpRequest *req, const char *what,
+			 GError **error);
+
+/* --- ec2.c --- */
+
+/* One EC2 Query API call: Action=@action&Version=…&@params (params
+ * already form-encoded, may be NULL). Returns the parsed response. */
+xmlDoc *aws_ec2_call(AwsProvider *prov, const char *region,
+		     const char *action, const char *params, bool private_conn,
+		     GError **error);
+
+/* XML helpers matching local names, any namespace. Borrowed results. */
+xmlNode *aws_xml_child(xmlNode *node, const char *name);
+xmlNode *aws_xml_path(xmlNode *node, const char *path);	/* "a/b/c" */
+xmlNode *aws_xml_next(xmlNode *node, const char *name);	/* next sibling */
+char *aws_xml_text(xmlNode *node, const char *path);	/* transfer full */
+
+/* Form-encode @s (spaces as '+'). Transfer full. */
+char *aws_form_escape(const char *s);
+
+/* The inventory of one region: append CfsVm* to @vms. */
+bool aws_ec2_list_region(AwsProvider *prov, const char *region,
+			 GPtrArray *vms, GError **error);
+
+/* Delete snapshots a cloudfs on this machine made and left behind (its
+ * process is gone). Failures are logged. List thread. */
+void aws_ec2_sweep(AwsProvider *prov, const char *region);
+
+/* Snapshot lifecycle for ebs-direct: create (tagged), wait until
+ * completed reporting progress, delete. */
+char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
+			  GError **error);
+bool aws_snapshot_wait(AwsProvider *prov, const char *region,
+		       const char *snapshot_id, CfsExportReport *report,
+		       GError **error);
+void aws_snapshot_delete(AwsProvider *prov, const char *region,
+			 const char *snapshot_id, bool private_conn);
+
+/* --- ebs.c --- */
+
+CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
+				CfsExportReport *report, GError **error);
+void aws_ebs_export_end(AwsProvider *prov, CfsDisk *disk, CfsSource *src);
+
+/* --- s3.c --- */
+
+CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
+			       CfsExportReport *report, GError **error);
+void aws_s3_export_end(AwsProvider *prov, CfsDisk *disk, CfsSource *src);

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Running AWS requests: SigV4 signing with the provider's credentials,
+ * control-plane calls through the network thread (or a private connection
+ * when that thread is gone), and AWS error bodies (EC2 and S3 XML, EBS
+ * JSON) turned into one readable line that never holds a secret.
+ */
+#include <libxml/parser.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "providers/aws/aws-private.h"
+
+#define AWS_ERROR_TEXT_MAX 300
+
+/* --- signing --- */
+
+bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
+	      const char *region, const void *body, gsize body_len,
+	      GError **error)
+{
+	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, error);
+	g_autoptr(GPtrArray) hdrs = g_ptr_array_new();
+	g_autoptr(GPtrArray) out = NULL;
+	CfsSigV4Request sr = { 0 };
+
+	if (!creds)
+		return false;
+	for (struct curl_slist *h = req->headers; h; h = h->next)
+		g_ptr_array_add(hdrs, h->data);
+	g_ptr_array_add(hdrs, NULL);
+	sr.method = req->method ? req->method : req->nobody ? "HEAD" : "GET";
+	sr.url = req->url;
+	sr.headers = (const char *const *)hdrs->pdata;
+	sr.body = body;
+	sr.body_len = body_len;
+	sr.region = region;
+	sr.service = service;
+	sr.now = time(NULL);
+	sr.flags = CFS_SIGV4_NO_HOST_HEADER;
+	out = cfs_sigv4_sign(creds, &sr, error);
+	if (!out) {
+		g_prefix_error(error, "signing a %s request: ", service);
+		return false;
+	}
+	for (guint i = 0; i < out->len; i++) {
+		cfs_http_request_add_header(req, out->pdata[i]);
+		memset(out->pdata[i], 0, strlen(out->pdata[i]));
+	}
+	return true;
+}
+
+/* --- errors --- */
+
+static char *xml_error_text(const GByteArray *body)
+{
+	g_autoptr(xmlDoc) doc = xmlReadMemory((const char *)body->data,
+					      (int)body->len, "error.xml",
+					      NULL, XML_PARSE_NONET |
+					      XML_PARSE_NOERROR |
+					      XML_PARSE_NOWARNING);
+	xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+	xmlNode *err;
+	g_autofree char *code = NULL, *msg = NULL;
+
+	if (!root)
+		return NULL;
+	err = aws_xml_path(root, "Errors/Error");	/* EC2 */
+	if (!err && root->name && !strcmp((const char *)root->name, "Error"))
+		err = root;				/* S3 */
+	if (!err)
+		return NULL;
+	code = aws_xml_text(err, "Code");
+	msg = aws_xml_text(err, "Message");
+	if (!code)
+		return NULL;
+	return msg ? g_strdup_printf("%s: %s", code, msg) : g_strdup(code);
+}
+
+static char *json_error_text(const CfsHttpRequest *req)
+{
+	const char *type = req->resp_headers ?
+		g_hash_table_lookup(req->resp_headers, "x-amzn-errortype") :
+		NULL;
+	g_autofree char *code = type ? g_strndup(type, strcspn(type, ":")) :
+				       NULL;
+	g_autoptr(json_object) obj = NULL;
+	json_object *m = NULL;
+
+	if (req->response && req->response->len) {
+		g_autofree char *text = g_strndup(
+			(const char *)req->response->data,
+			req->response->len);
+
+		obj = json_tokener_parse(text);
+	}
+	if (obj && !json_object_object_get_ex(obj, "Message", &m))
+		json_object_object_get_ex(obj, "message", &m);
+	if (!code && obj) {
+		json_object *t = NULL;
+
+		if (json_object_object_get_ex(obj, "__type", &t))
+			code = g_strdup(json_object_get_string(t));
+	}
+	if (!code)
+		return NULL;
+	if (m && json_object_get_string(m))
+		return g_strdup_printf("%s: %s", code,
+				       json_object_get_string(m));
+	return g_steal_pointer(&code);
+}
+
+char *aws_error_text(const CfsHttpRequest *req)
+{
+	char *text = NULL;
+
+	if (req->response && req->response->len &&
+	    req->response->data[0] == '<')
+		text = xml_error_text(req->response);
+	if (!text)
+		text = json_error_text(req);
+	if (text) {
+		if (strlen(text) > AWS_ERROR_TEXT_MAX)
+			strcpy(text + AWS_ERROR_TEXT_MAX - 3, "...");
+		for (char *p = text; *p; p++)
+			if (*p == '\n' || *p == '\r' || *p == '\t')
+				*p = ' ';
+	}
+	return text;
+}
+
+static int aws_status_errno(long status, int fallback)
+{
+	switch (status) {
+	case 401:
+	case 403:
+		return EACCES;
+	case 404:
+		return ENOENT;
+	case 400:
+		return EINVAL;
+	default:
+		return fallback;
+	}
+}
+
+static void aws_explain(const CfsHttpRequest *req, const char *what,
+			GError **error)
+{
+	g_autofree char *text = aws_error_text(req);
+	int code = (*error)->domain == CFS_ERROR ? (*error)->code : EIO;
+	g_autofree char *was = g_strdup((*error)->message);
+
+	if (req->status >= 400)
+		code = aws_status_errno(req->status, code);
+	g_clear_error(error);
+	if (text)
+		g_set_error(error, CFS_ERROR, code, "%s: %s (%s)", what, text,
+			    was);
+	else
+		g_set_error(error, CFS_ERROR, code, "%s: %s", what, was);
+}
+
+bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
+		 GError **error)
+{
+	if (!req->max_attempts)
+		req->max_attempts = 4;
+	if (!req->timeout_s)
+		req->timeout_s = 60;
+	if (cfs_http_perform(prov->base.ctx->http, req, error))
+		return true;
+	aws_explain(req, what, error);
+	return false;
+}
+
+/* --- a private connection, for export_end --- */
+
+static size_t private_write(char *data, size_t size, size_t n, void *opaque)
+{
+	g_byte_array_append(opaque, (const guint8 *)data, (guint)(size * n));
+	return size * n;
+}
+
+bool aws_perform_private(CfsHttpRequest *req, const char *what,
+			 GError **error)
+{
+	g_autoptr(CURL) easy = NULL;
+	CURLcode code;
+
+	/* Balanced with the cleanup below: libcurl counts them. */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	easy = curl_easy_init();
+	if (!easy) {
+		curl_global_cleanup();
+		g_set_error(error, CFS_ERROR, ENOMEM, "%s: no curl handle",
+			    what);
+		return false;
+	}
+	if (!req->response)
+		req->response = g_byte_array_new();
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "cloudfs/" CFS_VERSION);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, private_write);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req->response);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	if (req->method)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+	if (req->body) {
+		gsize len;
+		const void *data = g_bytes_get_data(req->body, &len);
+
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)len);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, data);
+	}
+	code = curl_easy_perform(easy);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
+	g_clear_pointer(&easy, curl_easy_cleanup);
+	curl_global_cleanup();
+	if (code != CURLE_OK) {
+		g_set_error(error, CFS_ERROR, EIO, "%s: %s", what,
+			    curl_easy_strerror(code));
+		return false;
+	}
+	if (req->status < 200 || req->status >= 300) {
+		g_set_error(error, CFS_ERROR, EIO, "HTTP %ld", req->status);
+		aws_explain(req, what, error);
+		return false;
+	}
+	return true;
+}

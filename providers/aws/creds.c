@@ -1,0 +1,526 @@
+// SPDX-License-Identifier: MIT
+/*
+ * AWS configuration and credentials the way the AWS CLI and SDKs find
+ * them, signing, and AWS error bodies made readable.
+ *
+ * Credentials, first match wins:
+ *   1. [aws] profile = NAME in the cloudfs config: that profile only (like
+ *      `aws --profile NAME`; the AWS_ACCESS_KEY_ID variables are ignored);
+ *   2. AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN);
+ *   3. the profile AWS_PROFILE (or AWS_DEFAULT_PROFILE, or "default") in
+ *      the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else
+ *      ~/.aws/credentials: [NAME]), then in the config file
+ *      (AWS_CONFIG_FILE, else ~/.aws/config: [profile NAME], [default]).
+ * Profiles that assume a role, run a credential_process or use SSO are
+ * not followed: the error says so. Instance metadata is not used.
+ *
+ * Region: [aws] region, AWS_REGION, AWS_DEFAULT_REGION, the profile's
+ * region in the config file, us-east-1. [aws] regions = a;b lists several
+ * (default: the one region).
+ * Endpoints, per service (ec2, ebs, s3): [aws] endpoint_url_<svc>,
+ * [aws] endpoint_url, AWS_ENDPOINT_URL_<SVC>, AWS_ENDPOINT_URL, the
+ * profile's endpoint_url, then https://<svc>.<region>.amazonaws.com. S3 is
+ * always addressed path-style (/bucket/key).
+ *
+ * Signing and running requests are in call.c.
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/util.h"
+#include "providers/aws/aws-private.h"
+
+#define AWS_CREDS_TTL_S 60
+
+static const char *const service_names[AWS_N_SERVICES] = {
+	[AWS_EC2] = "ec2", [AWS_EBS] = "ebs", [AWS_S3] = "s3",
+};
+
+/* --- INI files --- */
+
+/*
+ * ~/.aws/credentials and ~/.aws/config look like INI files but are read by
+ * Python's configparser: ';' comments, indented sub-keys (s3 =\n  x = y),
+ * spaces around '=', sections with spaces inside ("[profile x]"). GKeyFile
+ * is stricter, so the text is normalised first: comments and indented
+ * lines are dropped, keys and values trimmed, anything else that is not a
+ * "key = value" or "[section]" line ignored.
+ */
+static GKeyFile *aws_ini_load(const char *path, GError **error)
+{
+	g_autofree char *text = NULL;
+	g_autoptr(GString) clean = g_string_new(NULL);
+	g_autoptr(GKeyFile) kf = g_key_file_new();
+	g_auto(GStrv) lines = NULL;
+	bool in_group = false;
+
+	if (!g_file_get_contents(path, &text, NULL, error))
+		return NULL;
+	lines = g_strsplit(text, "\n", -1);
+	if (text)
+		memset(text, 0, strlen(text));
+	for (char **l = lines; *l; l++) {
+		char *line = *l, *eq;
+
+		g_strchomp(line);
+		if (!*line || *line == ' ' || *line == '\t')
+			continue;	/* blank or a nested sub-key */
+		if (*line == '#' || *line == ';')
+			continue;
+		if (*line == '[') {
+			char *end = strchr(line, ']');
+			g_auto(GStrv) words = NULL;
+			g_autoptr(GString) name = g_string_new(NULL);
+
+			if (!end)
+				continue;
+			*end = '\0';
+			/* "[ profile   x ]" -> "[profile x]" */
+			words = g_strsplit_set(line + 1, " \t", -1);
+			for (char **w = words; *w; w++) {
+				if (!**w)
+					continue;
+				if (name->len)
+					g_string_append_c(name, ' ');
+				g_string_append(name, *w);
+			}
+			in_group = name->len && !strpbrk(name->str, "[]");
+			if (in_group)
+				g_string_append_printf(clean, "[%s]\n",
+						       name->str);
+			continue;
+		}
+		eq = strchr(line, '=');
+		if (!eq || !in_group)
+			continue;
+		*eq = '\0';
+		g_strstrip(line);
+		if (!*line || strpbrk(line, "[]"))
+			continue;
+		g_string_append_printf(clean, "%s=%s\n", line,
+				       g_strstrip(eq + 1));
+	}
+	for (char **l = lines; *l; l++)
+		memset(*l, 0, strlen(*l));
+	if (!g_key_file_load_from_data(kf, clean->str, clean->len,
+				       G_KEY_FILE_NONE, error)) {
+		g_prefix_error(error, "%s: ", path);
+		memset(clean->str, 0, clean->len);
+		return NULL;
+	}
+	memset(clean->str, 0, clean->len);
+	return g_steal_pointer(&kf);
+}
+
+static char *aws_env(const char *name)
+{
+	const char *v = g_getenv(name);
+
+	return v && *v ? g_strdup(v) : NULL;
+}
+
+static char *aws_credentials_path(void)
+{
+	char *p = aws_env("AWS_SHARED_CREDENTIALS_FILE");
+
+	return p ? p : g_build_filename(g_get_home_dir(), ".aws",
+					"credentials", NULL);
+}
+
+static char *aws_config_path(void)
+{
+	char *p = aws_env("AWS_CONFIG_FILE");
+
+	return p ? p : g_build_filename(g_get_home_dir(), ".aws", "config",
+					NULL);
+}
+
+/* The config file's section for @profile, or NULL. Transfer full. */
+static char *aws_config_group(GKeyFile *kf, const char *profile)
+{
+	g_autofree char *named = g_strdup_printf("profile %s", profile);
+
+	if (g_key_file_has_group(kf, named))
+		return g_steal_pointer(&named);
+	if (g_str_equal(profile, "default") &&
+	    g_key_file_has_group(kf, "default"))
+		return g_strdup("default");
+	return NULL;
+}
+
+/* A value of the profile in the config file, or NULL. */
+static char *aws_profile_value(const char *profile, const char *key)
+{
+	g_autofree char *path = aws_config_path();
+	g_autoptr(GKeyFile) kf = NULL;
+	g_autofree char *group = NULL;
+	char *v;
+
+	if (!g_file_test(path, G_FILE_TEST_EXISTS))
+		return NULL;
+	kf = aws_ini_load(path, NULL);
+	group = kf ? aws_config_group(kf, profile) : NULL;
+	if (!group)
+		return NULL;
+	v = g_key_file_get_value(kf, group, key, NULL);
+	if (v && !*v)
+		g_clear_pointer(&v, g_free);
+	return v;
+}
+
+/* --- configuration --- */
+
+static char *conf_string(GKeyFile *conf, const char *section,
+			 const char *key)
+{
+	char *v = g_key_file_get_string(conf, section, key, NULL);
+
+	if (v)
+		g_strstrip(v);
+	if (v && !*v)
+		g_clear_pointer(&v, g_free);
+	return v;
+}
+
+static bool conf_bool(GKeyFile *conf, const char *section, const char *key,
+		      bool *out, GError **error)
+{
+	g_autofree char *v = conf_string(conf, section, key);
+
+	*out = false;
+	if (!v)
+		return true;
+	if (!g_ascii_strcasecmp(v, "true") || !g_ascii_strcasecmp(v, "yes") ||
+	    g_str_equal(v, "1")) {
+		*out = true;
+		return true;
+	}
+	if (!g_ascii_strcasecmp(v, "false") || !g_ascii_strcasecmp(v, "no") ||
+	    g_str_equal(v, "0"))
+		return true;
+	g_set_error(error, CFS_ERROR, EINVAL,
+		    "[%s] %s: '%s' is not true or false", section, key, v);
+	return false;
+}
+
+static char *strip_slash(char *url)
+{
+	gsize n = url ? strlen(url) : 0;
+
+	while (n > 0 && url[n - 1] == '/')
+		url[--n] = '\0';
+	return url;
+}
+
+static bool check_url(const char *section, const char *what, const char *url,
+		      GError **error)
+{
+	if (!url || g_str_has_prefix(url, "http://") ||
+	    g_str_has_prefix(url, "https://"))
+		return true;
+	g_set_error(error, CFS_ERROR, EINVAL,
+		    "[%s] %s: '%s' is not an http:// or https:// URL", section,
+		    what, url);
+	return false;
+}
+
+bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
+		     GError **error)
+{
+	g_autofree char *mode = conf_string(conf, section, "mode");
+	g_autofree char *regions = conf_string(conf, section, "regions");
+	g_autofree char *common_url = conf_string(conf, section,
+						  "endpoint_url");
+	g_autofree char *env_url = aws_env("AWS_ENDPOINT_URL");
+	g_autofree char *profile_url = NULL;
+	g_autofree char *poll = conf_string(conf, section, "poll_interval");
+	char host[256] = "";
+
+	prov->profile = conf_string(conf, section, "profile");
+	prov->profile_explicit = prov->profile != NULL;
+	if (!prov->profile)
+		prov->profile = aws_env("AWS_PROFILE");
+	if (!prov->profile)
+		prov->profile = aws_env("AWS_DEFAULT_PROFILE");
+	if (!prov->profile)
+		prov->profile = g_strdup("default");
+
+	if (!mode || g_str_equal(mode, "ebs-direct")) {
+		prov->mode = AWS_MODE_EBS_DIRECT;
+	} else if (g_str_equal(mode, "export")) {
+		prov->mode = AWS_MODE_EXPORT;
+	} else {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] mode: '%s' is not "
+			    "ebs-direct or export", section, mode);
+		return false;
+	}
+
+	prov->region = conf_string(conf, section, "region");
+	if (!prov->region)
+		prov->region = aws_env("AWS_REGION");
+	if (!prov->region)
+		prov->region = aws_env("AWS_DEFAULT_REGION");
+	if (!prov->region)
+		prov->region = aws_profile_value(prov->profile, "region");
+	if (!prov->region)
+		prov->region = g_strdup("us-east-1");
+	if (regions) {
+		g_auto(GStrv) parts = g_strsplit_set(regions, ";, ", -1);
+		g_autoptr(GPtrArray) list = g_ptr_array_new();
+
+		for (char **p = parts; *p; p++)
+			if (**p)
+				g_ptr_array_add(list, g_strdup(*p));
+		g_ptr_array_add(list, NULL);
+		prov->regions = (GStrv)g_ptr_array_free(
+			g_steal_pointer(&list), FALSE);
+	}
+	if (!prov->regions || !prov->regions[0]) {
+		g_strfreev(prov->regions);
+		prov->regions = g_new0(char *, 2);
+		prov->regions[0] = g_strdup(prov->region);
+	}
+
+	profile_url = aws_profile_value(prov->profile, "endpoint_url");
+	for (int s = 0; s < AWS_N_SERVICES; s++) {
+		g_autofree char *key = g_strdup_printf("endpoint_url_%s",
+						       service_names[s]);
+		g_autofree char *svc = g_ascii_strup(service_names[s], -1);
+		g_autofree char *env = g_strdup_printf("AWS_ENDPOINT_URL_%s",
+						       svc);
+		char *url = conf_string(conf, section, key);
+
+		if (!url)
+			url = g_strdup(common_url);
+		if (!url)
+			url = aws_env(env);
+		if (!url)
+			url = g_strdup(env_url);
+		if (!url)
+			url = g_strdup(profile_url);
+		prov->endpoint[s] = strip_slash(url);
+		if (!check_url(section, key, url, error))
+			return false;
+	}
+
+	prov->s3_bucket = conf_string(conf, section, "s3_bucket");
+	prov->s3_prefix = conf_string(conf, section, "s3_prefix");
+	if (!prov->s3_prefix)
+		prov->s3_prefix = g_strdup("");
+	prov->export_format = conf_string(conf, section, "export_format");
+	if (!prov->export_format)
+		prov->export_format = g_strdup("vmdk");
+	if (!g_str_equal(prov->export_format, "vmdk") &&
+	    !g_str_equal(prov->export_format, "vhd") &&
+	    !g_str_equal(prov->export_format, "raw")) {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] export_format: "
+			    "'%s' is not vmdk, vhd or raw", section,
+			    prov->export_format);
+		return false;
+	}
+	if (prov->mode == AWS_MODE_EXPORT && !prov->s3_bucket) {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] mode = export "
+			    "needs s3_bucket (the bucket EC2 exports to)",
+			    section);
+		return false;
+	}
+	if (!conf_bool(conf, section, "keep_snapshots", &prov->keep_snapshots,
+		       error) ||
+	    !conf_bool(conf, section, "keep_exports", &prov->keep_exports,
+		       error))
+		return false;
+	prov->poll_s = poll ? g_ascii_strtod(poll, NULL) : 1.0;
+	if (prov->poll_s <= 0.0 || prov->poll_s > 60.0)
+		prov->poll_s = 1.0;
+	if (gethostname(host, sizeof(host) - 1) != 0 || !*host)
+		g_strlcpy(host, "localhost", sizeof(host));
+	prov->host = g_strdup(host);
+	return true;
+}
+
+void aws_config_clear(AwsProvider *prov)
+{
+	g_free(prov->profile);
+	g_free(prov->region);
+	g_strfreev(prov->regions);
+	for (int s = 0; s < AWS_N_SERVICES; s++)
+		g_free(prov->endpoint[s]);
+	g_free(prov->s3_bucket);
+	g_free(prov->s3_prefix);
+	g_free(prov->export_format);
+	g_free(prov->host);
+	g_free(prov->creds_source);
+	g_clear_pointer(&prov->creds, cfs_aws_creds_unref);
+}
+
+char *aws_endpoint(AwsProvider *prov, AwsService svc, const char *region)
+{
+	if (prov->endpoint[svc])
+		return g_strdup(prov->endpoint[svc]);
+	return g_strdup_printf("https://%s.%s.amazonaws.com",
+			       service_names[svc], region);
+}
+
+/* --- credentials --- */
+
+static void wipe_free(char *s)
+{
+	if (s)
+		memset(s, 0, strlen(s));
+	g_free(s);
+}
+
+typedef char AwsSecret;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(AwsSecret, wipe_free)
+
+/* Keys from one section of @kf; NULL without keys (no error), NULL with
+ * @error for a profile cloudfs cannot follow. */
+static CfsAwsCreds *creds_from_group(GKeyFile *kf, const char *group,
+				     const char *file, const char *profile,
+				     GError **error)
+{
+	g_autoptr(AwsSecret) id = g_key_file_get_value(kf, group,
+						       "aws_access_key_id",
+						       NULL);
+	g_autoptr(AwsSecret) secret = g_key_file_get_value(
+		kf, group, "aws_secret_access_key", NULL);
+	g_autoptr(AwsSecret) token = g_key_file_get_value(
+		kf, group, "aws_session_token", NULL);
+	static const char *const unsupported[] = {
+		"role_arn", "credential_process", "sso_session",
+		"sso_start_url", "web_identity_token_file", NULL,
+	};
+
+	if (!token)
+		token = g_key_file_get_value(kf, group, "aws_security_token",
+					     NULL);
+	if (id && *id && secret && *secret)
+		return cfs_aws_creds_new(id, secret, token, error);
+	for (const char *const *u = unsupported; *u; u++) {
+		if (g_key_file_has_key(kf, group, *u, NULL)) {
+			g_set_error(error, CFS_ERROR, ENOTSUP,
+				    "profile '%s' in %s uses %s, which cloudfs "
+				    "does not follow: give it keys, or set "
+				    "AWS_ACCESS_KEY_ID and "
+				    "AWS_SECRET_ACCESS_KEY", profile, file,
+				    *u);
+			return NULL;
+		}
+	}
+	if ((id && *id) || (secret && *secret)) {
+		g_set_error(error, CFS_ERROR, EINVAL,
+			    "profile '%s' in %s has %s but not %s", profile,
+			    file, id && *id ? "aws_access_key_id" :
+			    "aws_secret_access_key",
+			    id && *id ? "aws_secret_access_key" :
+			    "aws_access_key_id");
+		return NULL;
+	}
+	return NULL;
+}
+
+static CfsAwsCreds *creds_from_files(const char *profile, char **source,
+				     GError **error)
+{
+	g_autofree char *cpath = aws_credentials_path();
+	g_autofree char *fpath = aws_config_path();
+	bool seen = false;
+
+	if (g_file_test(cpath, G_FILE_TEST_EXISTS)) {
+		g_autoptr(GKeyFile) kf = aws_ini_load(cpath, error);
+		CfsAwsCreds *c;
+
+		if (!kf)
+			return NULL;
+		if (g_key_file_has_group(kf, profile)) {
+			seen = true;
+			c = creds_from_group(kf, profile, cpath, profile,
+					     error);
+			if (c || (error && *error)) {
+				*source = g_strdup_printf("profile %s in %s",
+							  profile, cpath);
+				return c;
+			}
+		}
+	}
+	if (g_file_test(fpath, G_FILE_TEST_EXISTS)) {
+		g_autoptr(GKeyFile) kf = aws_ini_load(fpath, error);
+		g_autofree char *group = NULL;
+		CfsAwsCreds *c;
+
+		if (!kf)
+			return NULL;
+		group = aws_config_group(kf, profile);
+		if (group) {
+			seen = true;
+			c = creds_from_group(kf, group, fpath, profile, error);
+			if (c || (error && *error)) {
+				*source = g_strdup_printf("profile %s in %s",
+							  profile, fpath);
+				return c;
+			}
+		}
+	}
+	g_set_error(error, CFS_ERROR, EACCES,
+		    seen ? "no AWS credentials: profile '%s' has no "
+			   "aws_access_key_id/aws_secret_access_key (looked "
+			   "in %s and %s)" :
+			   "no AWS credentials: no AWS_ACCESS_KEY_ID and "
+			   "AWS_SECRET_ACCESS_KEY, and no profile '%s' in %s "
+			   "or %s",
+		    profile, cpath, fpath);
+	return NULL;
+}
+
+static CfsAwsCreds *creds_resolve(AwsProvider *prov, char **source,
+				  GError **error)
+{
+	if (!prov->profile_explicit) {
+		g_autoptr(AwsSecret) id = aws_env("AWS_ACCESS_KEY_ID");
+		g_autoptr(AwsSecret) secret = aws_env("AWS_SECRET_ACCESS_KEY");
+		g_autoptr(AwsSecret) token = aws_env("AWS_SESSION_TOKEN");
+
+		if (id && secret) {
+			*source = g_strdup("environment");
+			return cfs_aws_creds_new(id, secret, token, error);
+		}
+		if (id || secret) {
+			g_set_error(error, CFS_ERROR, EINVAL,
+				    "%s is set but %s is not",
+				    id ? "AWS_ACCESS_KEY_ID" :
+					 "AWS_SECRET_ACCESS_KEY",
+				    id ? "AWS_SECRET_ACCESS_KEY" :
+					 "AWS_ACCESS_KEY_ID");
+			return NULL;
+		}
+	}
+	return creds_from_files(prov->profile, source, error);
+}
+
+CfsAwsCreds *aws_creds_get(AwsProvider *prov, GError **error)
+{
+	g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&prov->lock);
+	gint64 now = g_get_monotonic_time();
+	g_autofree char *source = NULL;
+	CfsAwsCreds *creds;
+
+	if (prov->creds &&
+	    now - prov->creds_at < AWS_CREDS_TTL_S * G_USEC_PER_SEC)
+		return cfs_aws_creds_ref(prov->creds);
+	creds = creds_resolve(prov, &source, error);
+	if (!creds)
+		return NULL;
+	if (!prov->creds || g_strcmp0(source, prov->creds_source) != 0 ||
+	    g_strcmp0(cfs_aws_creds_access_key_id(creds),
+		      cfs_aws_creds_access_key_id(prov->creds)) != 0)
+		g_message("aws: credentials from %s (key id %s)", source,
+			  cfs_aws_creds_access_key_id(creds));
+	g_clear_pointer(&prov->creds, cfs_aws_creds_unref);
+	prov->creds = cfs_aws_creds_ref(creds);
+	prov->creds_at = now;
+	g_free(prov->creds_source);
+	prov->creds_source = g_steal_pointer(&source);
+	return creds;
+}

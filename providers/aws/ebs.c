@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ebs-direct exports: a temporary, tagged snapshot of the volume, read
+ * lazily with the EBS direct APIs. ListSnapshotBlocks says which blocks
+ * hold data (everything else is a hole, never fetched); each read becomes
+ * one GetSnapshotBlock per listed block, checked against the block's
+ * SHA-256. The snapshot is deleted when the export ends (at unmount),
+ * unless keep_snapshots is set.
+ */
+#include <json-c/json.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "providers/aws/aws-private.h"
+
+/* Blocks per ListSnapshotBlocks page (the API's most). */
+#ifndef AWS_EBS_PAGE
+#define AWS_EBS_PAGE 10000
+#endif
+
+typedef struct {
+	AwsProvider *prov;
+	char *region;
+	char *snapshot_id;
+	char *base;		/* EBS endpoint */
+	guint64 block_size;
+	guint n;		/* listed blocks */
+	guint64 *index;		/* sorted block indexes */
+	char **token;		/* their BlockTokens */
+} EbsSource;
+
+static void ebs_source_free(CfsSource *src)
+{
+	EbsSource *es = src->priv;
+
+	if (!es)
+		return;
+	g_free(es->region);
+	g_free(es->snapshot_id);
+	g_free(es->base);
+	for (guint i = 0; i < es->n; i++)
+		g_free(es->token[i]);
+	g_free(es->token);
+	g_free(es->index);
+	g_free(es);
+}
+
+typedef struct {
+	guint64 index;
+	char *token;
+} EbsBlock;
+
+static gint block_cmp(gconstpointer a, gconstpointer b)
+{
+	const EbsBlock *x = a, *y = b;
+
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static bool json_u64(json_object *o, const char *key, guint64 *out)
+{
+	json_object *v = NULL;
+	const char *s;
+	char *end = NULL;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return false;
+	if (json_object_is_type(v, json_type_int)) {
+		*out = (guint64)json_object_get_int64(v);
+		return true;
+	}
+	/* moto sends BlockIndex as a string */
+	s = json_object_get_string(v);
+	if (!s || !*s)
+		return false;
+	*out = g_ascii_strtoull(s, &end, 10);
+	return end && !*end;
+}
+
+/* ListSnapshotBlocks, every page, into @es; @volume_gib from the answer. */
+static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
+			    guint64 *volume_gib, GError **error)
+{
+	g_autoptr(GArray) blocks = g_array_new(FALSE, FALSE, sizeof(EbsBlock));
+	g_autofree char *next = NULL;
+	g_autofree char *what = g_strdup_printf("EBS ListSnapshotBlocks of %s",
+						es->snapshot_id);
+	bool ok = false;
+
+	do {
+		g_autofree char *url = NULL, *tok = NULL;
+		g_autoptr(CfsHttpRequest) req = NULL;
+		g_autoptr(json_object) obj = NULL;
+		g_autofree char *text = NULL;
+		json_object *arr = NULL;
+
+		if (next) {
+			tok = cfs_sigv4_uri_encode(next, strlen(next), false);
+			url = g_strdup_printf("%s/snapshots/%s/blocks?"
+					      "maxResults=%d&pageToken=%s",
+					      es->base, es->snapshot_id,
+					      AWS_EBS_PAGE, tok);
+		} else {
+			url = g_strdup_printf("%s/snapshots/%s/blocks?"
+					      "maxResults=%d", es->base,
+					      es->snapshot_id, AWS_EBS_PAGE);
+		}
+		req = cfs_http_request_new(url);
+		if (!aws_sign(prov, req, "ebs", es->region, NULL, 0, error) ||
+		    !aws_perform(prov, req, what, error))
+			goto out;
+		text = req->response ?
+			g_strndup((const char *)req->response->data,
+				  req->response->len) : g_strdup("");
+		obj = json_tokener_parse(text);
+		if (!obj || !json_object_object_get_ex(obj, "Blocks", &arr) ||
+		    !json_object_is_type(arr, json_type_array) ||
+		    !json_u64(obj, "BlockSize", &es->block_size) ||
+		    es->block_size == 0) {
+			g_set_error(error, CFS_ERROR, EIO, "%s: unexpected "
+				    "answer", what);
+			goto out;
+		}
+		json_u64(obj, "VolumeSize", volume_gib);
+		for (size_t i = 0; i < json_object_array_length(arr); i++) {
+			json_object *b = json_object_array_get_idx(arr, i);
+			json_object *t = NULL;
+			EbsBlock blk = { 0 };
+
+			if (!json_u64(b, "BlockIndex", &blk.index) ||
+			    !json_object_object_get_ex(b, "BlockToken", &t)) {
+				g_set_error(error, CFS_ERROR, EIO, "%s: a block "
+					    "without index or token", what);
+				goto out;
+			}
+			blk.token = g_strdup(json_object_get_string(t));
+			g_array_append_val(blocks, blk);
+		}
+		g_clear_pointer(&next, g_free);
+		if (json_object_object_get_ex(obj, "NextToken", &arr) && arr &&
+		    json_object_get_string(arr) &&
+		    *json_object_get_string(arr))
+			next = g_strdup(json_object_get_string(arr));
+	} while (next);
+	g_array_sort(blocks, block_cmp);
+	es->index = g_new(guint64, blocks->len + 1);
+	es->token = g_new0(char *, blocks->len + 1);
+	for (guint i = 0; i < blocks->len; i++) {
+		EbsBlock *b = &g_array_index(blocks, EbsBlock, i);
+
+		/* a repeated index (pages overlapping) counts once */
+		if (es->n && es->index[es->n - 1] == b->index) {
+			g_free(b->token);
+			continue;
+		}
+		es->index[es->n] = b->index;
+		es->token[es->n++] = b->token;
+	}
+	g_array_set_size(blocks, 0);
+	ok = true;
+out:
+	for (guint i = 0; i < blocks->len; i++)
+		g_free(g_array_index(blocks, EbsBlock, i).token);
+	return ok;
+}
+
+/* --- the source --- */
+
+/* One GetSnapshotBlock per listed block in [off, off+len). Requests are
+ * signed now: a signature is good for 15 minutes, and the engine sends
+ * them at once. A block is fetched whole (its checksum covers all of it),
+ * even when it is larger than the engine's chunk. */
+static bool ebs_plan(CfsSource *src, guint64 off, guint64 len,
+		     GArray *pieces, GError **error)
+{
+	EbsSource *es = src->priv;
+	guint64 first = off / es->block_size;
+	guint lo = 0, hi = es->n;
+
+	while (lo < hi) {	/* the first listed index >= first */
+		guint mid = lo + (hi - lo) / 2;
+
+		if (es->index[mid] < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (guint i = lo; i < es->n; i++) {
+		guint64 start = es->index[i] * es->block_size;
+		g_autofree char *tok = NULL, *url = NULL;
+		CfsSourcePiece piece;
+
+		if (start >= off + len || start >= src->size)
+			break;
+		tok = cfs_sigv4_uri_encode(es->token[i], strlen(es->token[i]),
+					   false);
+		url = g_strdup_printf("%s/snapshots/%s/blocks/%" G_GUINT64_FORMAT
+				      "?blockToken=%s", es->base,
+				      es->snapshot_id, es->index[i], tok);
+		piece.req = cfs_http_request_new(url);
+		piece.offset = start;
+		piece.length = MIN(es->block_size, src->size - start);
+		if (!aws_sign(es->prov, piece.req, "ebs", es->region, NULL, 0,
+			      error)) {
+			cfs_http_request_free(piece.req);
+			for (guint p = 0; p < pieces->len; p++)
+				cfs_http_request_free(g_array_index(
+					pieces, CfsSourcePiece, p).req);
+			g_array_set_size(pieces, 0);
+			return false;
+		}
+		g_array_append_val(pieces, piece);
+	}
+	return true;
+}
+
+/* The block's SHA-256, base64, from x-amz-Checksum. */
+static bool ebs_verify(CfsSource *src, const CfsSourcePiece *piece,
+		       const void *data, gsize len, GError **error)
+{
+	EbsSource *es = src->priv;
+	GHashTable *h = piece->req->resp_headers;
+	const char *want = h ? g_hash_table_lookup(h, "x-amz-checksum") : NULL;
+	const char *algo = h ? g_hash_table_lookup(
+		h, "x-amz-checksum-algorithm") : NULL;
+	g_autoptr(GChecksum) sum = NULL;
+	guint8 digest[32];
+	gsize dlen = sizeof(digest);
+	g_autofree char *got = NULL;
+
+	if (!want || (algo && g_ascii_strcasecmp(algo, "SHA256") != 0) ||
+	    len != es->block_size)
+		return true;	/* nothing we can check */
+	sum = g_checksum_new(G_CHECKSUM_SHA256);
+	g_checksum_update(sum, data, len);
+	g_checksum_get_digest(sum, digest, &dlen);
+	got = g_base64_encode(digest, dlen);
+	if (strcmp(got, want) == 0)
+		return true;
+	g_set_error(error, CFS_ERROR, EIO, "block %" G_GUINT64_FORMAT " of %s: "
+		    "SHA-256 %s, expected %s", piece->offset / es->block_size,
+		    es->snapshot_id, got, want);
+	return false;
+}
+
+static const CfsSourceOps ebs_source_ops = {
+	.plan = ebs_plan,
+	.verify = ebs_verify,
+	.free = ebs_source_free,
+};
+
+CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
+				CfsExportReport *report, GError **error)
+{
+	AwsDisk *d = disk->priv;
+	g_autofree char *sid = NULL;
+	EbsSource *es;
+	CfsSource *src;
+	g_autofree CfsExtent *ext = NULL;
+	guint64 volume_gib = 0;
+
+	cfs_export_report(report, "snapshot", 0.0);
+	sid = aws_snapshot_create(prov, d, error);
+	if (!sid)
+		return NULL;
+	es = g_new0(EbsSource, 1);
+	es->prov = prov;
+	es->region = g_strdup(d->region);
+	es->snapshot_id = g_strdup(sid);
+	es->base = aws_endpoint(prov, AWS_EBS, d->region);
+	src = g_new0(CfsSource, 1);
+	src->ops = &ebs_source_ops;
+	src->priv = es;
+	if (!aws_snapshot_wait(prov, d->region, sid, report, error) ||
+	    !ebs_list_blocks(prov, es, &volume_gib, error)) {
+		g_prefix_error(error, "%s: ", d->volume_id);
+		cfs_source_free(src);
+		if (!prov->keep_snapshots)
+			aws_snapshot_delete(prov, d->region, sid, false);
+		return NULL;
+	}
+	src->size = volume_gib ? volume_gib << 30 : d->size;
+	if (src->size != d->size)
+		g_message("aws: %s is now %" G_GUINT64_FORMAT " bytes (was %"
+			  G_GUINT64_FORMAT ")", d->volume_id, src->size,
+			  d->size);
+	ext = g_new(CfsExtent, es->n + 1);
+	for (guint i = 0; i < es->n; i++) {
+		ext[i].offset = es->index[i] * es->block_size;
+		ext[i].length = es->block_size;
+	}
+	src->map = cfs_extent_map_new(src->size, ext, es->n);
+	src->random = true;
+	src->identity = g_strdup(sid);
+	g_message("aws: %s: snapshot %s has %u blocks of %" G_GUINT64_FORMAT
+		  " bytes with data (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+		  " bytes)", d->volume_id, sid, es->n, es->block_size,
+		  src->map->data_bytes, src->size);
+	return src;
+}
+
+void aws_ebs_export_end(AwsProvider *prov, CfsDisk *disk, CfsSource *src)
+{
+	EbsSource *es = src ? src->priv : NULL;
+
+	if (!es || prov->keep_snapshots)
+		return;
+	/* At unmount the network thread is gone: a connection of our own. */
+	aws_snapshot_delete(prov, es->region, es->snapshot_id, true);
+}

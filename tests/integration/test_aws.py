@@ -1,0 +1,429 @@
+# SPDX-License-Identifier: MIT
+"""The aws provider against moto (tests/emulators/aws_launcher.py): the
+tree and info.json, ebs-direct copies checked with qemu-img, lazy sparse
+reads counted in GetSnapshotBlock calls, exports to S3, SigV4 in moto's
+strict mode, injected faults, and the credential chain."""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from aws_fixtures import AwsLauncher, aws_config, moto_python
+from conftest import (KiB, MiB, GiB, make_sparse_image, read_all, read_range,
+                      run_tool, wait_until)
+
+BLOCK = 512 * KiB
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+def need_tools():
+    if moto_python() is None:
+        pytest.skip("moto is not installed in any python3 on PATH "
+                    "(set CFS_MOTO_PYTHON)")
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is missing (Debian package qemu-utils)")
+
+
+def aws_env(monkeypatch, key="testing", secret="testing", home=None):
+    """The daemon's AWS environment: nothing inherited."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    if key is not None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    if home is not None:
+        monkeypatch.setenv("HOME", str(home))
+
+
+def nonzero_blocks(path, size):
+    with open(path, "rb") as f:
+        return sum(1 for off in range(0, size, BLOCK)
+                   if any(f.read(BLOCK)))
+
+
+def qemu_compare(raw, image, fmt):
+    r = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", fmt,
+                        str(raw), str(image)], capture_output=True, text=True)
+    assert r.returncode == 0, "qemu-img compare: %s%s" % (r.stdout, r.stderr)
+
+
+# --- the emulator, seeded once for the module -----------------------------------
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory):
+    need_tools()
+    root = tmp_path_factory.mktemp("aws")
+    web = make_sparse_image(root / "web01.raw", 40 * MiB,
+                            [(0, 3 * MiB), (10 * MiB, 100 * KiB),
+                             (40 * MiB - 4 * KiB, 4 * KiB)], seed=41)
+    db_boot = make_sparse_image(root / "db01-boot.raw", 16 * MiB,
+                                [(0, 1 * MiB)], seed=42)
+    db_data = make_sparse_image(root / "db01-data.raw", 24 * MiB,
+                                [(2 * MiB, 2 * MiB + 5), (20 * MiB, 64 * KiB)],
+                                seed=43)
+    big = make_sparse_image(root / "big01.raw", 4 * GiB,
+                            [(0, 64 * KiB), (4 * GiB - 1 * MiB, 1 * MiB)],
+                            seed=44)
+    launcher = AwsLauncher(root / "launcher", [
+        {"name": "web01", "volumes": [
+            {"device": "/dev/xvda", "raw": str(web.path)}]},
+        {"name": "db01", "instance_type": "m5.large", "volumes": [
+            {"device": "/dev/xvda", "raw": str(db_boot.path)},
+            {"device": "/dev/sdf", "raw": str(db_data.path)}]},
+        {"name": "big01", "volumes": [
+            {"device": "/dev/xvda", "size_gib": 4, "raw": str(big.path)}]},
+    ], buckets=["exports"])
+    launcher.images = {"web01": [web], "db01": [db_boot, db_data],
+                       "big01": [big]}
+    yield launcher
+    launcher.stop()
+
+
+@pytest.fixture
+def emu(aws):
+    aws.clear_faults()
+    aws.reset_stats()
+    yield aws
+    aws.clear_faults()
+
+
+def vm_dir(m, launcher, name):
+    return m.path / "aws" / launcher.instance(name)["instance_id"]
+
+
+# --- the tree ---------------------------------------------------------------------
+
+def test_tree_and_info_json(emu, mount, monkeypatch):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu))
+    ids = {i["instance_id"] for i in emu.state["instances"]}
+    assert set(os.listdir(m.path / "aws")) == ids | {".progress"}
+
+    web = vm_dir(m, emu, "web01")
+    assert {"disk.vmdk", "info.json"} <= set(os.listdir(web))
+    assert not (web / "disk1.vmdk").exists()
+    db = vm_dir(m, emu, "db01")
+    assert {"disk.vmdk", "disk1.vmdk", "info.json"} <= set(os.listdir(db))
+
+    info = json.loads((db / "info.json").read_text())
+    inst = emu.instance("db01")
+    assert info["instance_id"] == inst["instance_id"]
+    assert info["name"] == "db01"
+    assert info["state"] == "running"
+    assert info["instance_type"] == "m5.large"
+    assert info["region"] == emu.region
+    vols = [(v["device"], v["volume_id"], v["size"], v["file"])
+            for v in info["volumes"]]
+    assert vols == [
+        ("/dev/xvda", inst["volumes"][0]["volume_id"], GiB, "disk.vmdk"),
+        ("/dev/sdf", inst["volumes"][1]["volume_id"], GiB, "disk1.vmdk")]
+    assert info["volumes"][0]["boot"] is True
+    assert "testing" not in (db / "info.json").read_text()
+
+    # Listing is inventory only: nothing exported, nothing read.
+    calls = emu.calls()
+    assert calls.get("DescribeInstances", 0) >= 1
+    for action in ("CreateSnapshot", "GetSnapshotBlock",
+                   "CreateInstanceExportTask"):
+        assert calls.get(action, 0) == 0, calls
+
+
+# --- ebs-direct ---------------------------------------------------------------
+
+def test_ebs_direct_copy(emu, mount, monkeypatch, tmp_path):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu))
+    db = vm_dir(m, emu, "db01")
+    boot, data = emu.images["db01"]
+
+    dst = tmp_path / "disk1.vmdk"
+    run_tool(["cp", db / "disk1.vmdk", dst])
+    run_tool(["qemu-img", "check", "-f", "vmdk", dst])
+    qemu_compare(data.path, dst, "vmdk")
+    line = m.progress("aws/%s/disk1.vmdk.progress" % db.name)[0]
+    assert line["state"] == "complete", line
+
+    calls = emu.calls()
+    want = nonzero_blocks(data.path, data.size)
+    assert calls.get("CreateSnapshot") == 1, calls
+    assert calls.get("GetSnapshotBlock") == want, \
+        "%d blocks have data, %d were read" % (
+            want, calls.get("GetSnapshotBlock"))
+    assert calls.get("ListSnapshotBlocks") == 1, calls
+
+    # The temporary snapshot goes when the export is done, at the latest
+    # at unmount.
+    m.unmount()
+    assert emu.calls("DeleteSnapshot") == 1
+    assert emu.cloudfs_snapshots() == []
+    assert "deleted" in m.log_text()
+
+
+def test_ebs_direct_boot_disk_and_raw_view(emu, mount, monkeypatch, tmp_path):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu), options={"formats": "raw"})
+    web = vm_dir(m, emu, "web01")
+    img = emu.images["web01"][0]
+    raw = web / "disk.raw"
+    assert raw.stat().st_size == GiB
+    got = read_range(raw, 0, img.size)
+    assert got == img.read(0, img.size)
+    assert read_range(raw, img.size, 1 * MiB) == bytes(1 * MiB)
+    assert emu.calls("GetSnapshotBlock") == nonzero_blocks(img.path, img.size)
+
+
+def test_tail_of_large_sparse_volume(emu, mount, monkeypatch):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu), options={"formats": "raw"})
+    big = vm_dir(m, emu, "big01")
+    img = emu.images["big01"][0]
+    raw = big / "disk.raw"
+    assert raw.stat().st_size == 4 * GiB
+    got = read_range(raw, 4 * GiB - 4 * KiB, 4 * KiB)
+    assert got == img.read(4 * GiB - 4 * KiB, 4 * KiB)
+    n = emu.calls("GetSnapshotBlock")
+    assert 1 <= n <= 2, "a 4 KiB read cost %d GetSnapshotBlock calls" % n
+    # SEEK_DATA comes from the block list: the middle is a hole.
+    fd = os.open(raw, os.O_RDONLY)
+    try:
+        assert os.lseek(fd, 1 * MiB, os.SEEK_DATA) == 4 * GiB - 1 * MiB
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("status,code", [
+    (429, "ThrottlingException"),
+    (503, "ServiceUnavailableException"),
+    (500, "InternalServerException"),
+])
+def test_faults_on_block_reads(status, code, emu, mount, monkeypatch,
+                               tmp_path):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu))
+    emu.faults({"GetSnapshotBlock": {"every": 2, "status": status,
+                                     "code": code, "limit": 4}})
+    web = vm_dir(m, emu, "web01")
+    img = emu.images["web01"][0]
+    dst = tmp_path / "web.vmdk"
+    run_tool(["cp", web / "disk.vmdk", dst], timeout=90)
+    qemu_compare(img.path, dst, "vmdk")
+    assert emu.injected("GetSnapshotBlock") >= 1
+
+
+def test_throttling_with_400(emu, mount, monkeypatch, tmp_path):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu))
+    emu.faults({"GetSnapshotBlock": {"every": 2, "status": 400,
+                                     "code": "RequestThrottledException",
+                                     "limit": 2}})
+    web = vm_dir(m, emu, "web01")
+    dst = tmp_path / "web.vmdk"
+    run_tool(["cp", web / "disk.vmdk", dst], timeout=90)
+    assert emu.injected("GetSnapshotBlock") >= 1
+    qemu_compare(emu.images["web01"][0].path, dst, "vmdk")
+
+
+# --- export mode ---------------------------------------------------------------
+
+def test_export_mode(emu, mount, monkeypatch, tmp_path):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu, mode="export", s3_bucket="exports",
+                                     s3_prefix="cloudfs/",
+                                     keep_exports="true"))
+    web = vm_dir(m, emu, "web01")
+    assert sorted(p for p in os.listdir(web) if not p.endswith("progress")) \
+        == ["disk.vmdk", "info.json"]
+    rel = "aws/%s/disk.vmdk.progress" % web.name
+    phases = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            lines = m.progress(rel)
+            if lines:
+                phases.append((lines[0]["state"], lines[0]["phase"]))
+            time.sleep(0.1)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        got = read_all(web / "disk.vmdk")
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert (web / "disk.vmdk").stat().st_size == len(got)
+
+    # Before the provider's first report the phase is "-".
+    busy = [p for s, p in phases
+            if s in ("preparing", "transferring") and p != "-"]
+    assert busy and busy[0].startswith("export:"), phases
+    calls = emu.calls()
+    assert calls.get("CreateInstanceExportTask") == 1, calls
+    assert calls.get("DescribeExportTasks", 0) >= 1, calls
+    assert calls.get("CreateSnapshot", 0) == 0, calls
+
+    task = emu.boto("print(json.dumps(ec2.describe_export_tasks()"
+                    "['ExportTasks'][-1]['ExportToS3Task']))")
+    assert task["S3Bucket"] == "exports"
+    want = emu.s3_get("exports", task["S3Key"], tmp_path / "s3.vmdk")
+    assert got == want, "the VMDK from S3 differs from what EC2 exported"
+    path = tmp_path / "export.vmdk"
+    path.write_bytes(got)
+    qemu_compare(emu.images["web01"][0].path, path, "vmdk")
+    m.unmount()
+    assert emu.calls("DeleteObject") == 0    # keep_exports
+
+
+# --- signing, for real ---------------------------------------------------------------
+
+STRICT_SETUP = """
+iam.create_user(UserName='cloudfs')
+iam.put_user_policy(UserName='cloudfs', PolicyName='all',
+    PolicyDocument=json.dumps({'Version': '2012-10-17', 'Statement': [
+        {'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]}))
+k = iam.create_access_key(UserName='cloudfs')['AccessKey']
+print(json.dumps([k['AccessKeyId'], k['SecretAccessKey']]))
+"""
+
+
+def test_strict_signing(mount, monkeypatch, tmp_path, aws):
+    need_tools()
+    img = make_sparse_image(tmp_path / "s.raw", 8 * MiB, [(0, 1 * MiB)],
+                            seed=45)
+    emu = AwsLauncher(tmp_path / "strict", [
+        {"name": "strict01", "volumes": [
+            {"device": "/dev/xvda", "raw": str(img.path)}]}],
+        buckets=["exports"], strict=3, export_seconds=0.5)
+    try:
+        key, secret = emu.boto(STRICT_SETUP)
+        inst = emu.instance("strict01")["instance_id"]
+
+        # A wrong secret: a clear error in .progress, quickly, no secret.
+        aws_env(monkeypatch, key=key, secret=SECRET)
+        bad = mount(config_text=aws_config(emu), name="bad")
+        t0 = time.monotonic()
+        lines = bad.progress("aws")
+        assert time.monotonic() - t0 < 20
+        errors = [l["error"] for l in lines if l.get("state") == "failed"]
+        assert errors, lines
+        assert ("SignatureDoesNotMatch" in errors[0] or
+                "AuthFailure" in errors[0]), errors
+        assert SECRET not in errors[0] and SECRET not in bad.log_text()
+        assert os.listdir(bad.path / "aws") == [".progress"]
+
+        # The right one lists, and exports through EC2 and S3.
+        aws_env(monkeypatch, key=key, secret=secret)
+        good = mount(config_text=aws_config(
+            emu, mode="export", s3_bucket="exports"), name="good")
+        disk = good.path / "aws" / inst / "disk.vmdk"
+        got = read_all(disk)
+        path = tmp_path / "strict.vmdk"
+        path.write_bytes(got)
+        qemu_compare(img.path, path, "vmdk")
+        good.unmount()
+        assert emu.calls("DeleteObject") == 1   # the export is removed
+        assert secret not in good.log_text()
+    finally:
+        emu.stop()
+
+
+# --- credentials -------------------------------------------------------------------
+
+def test_credentials_from_profile_files(emu, mount, monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        "; a comment\n[default]\naws_access_key_id = AKIDDEFAULT\n"
+        "aws_secret_access_key = %s\n\n[work]\n"
+        "aws_access_key_id=AKIDWORK\naws_secret_access_key=%s\n"
+        % (SECRET, SECRET))
+    (home / ".aws" / "config").write_text(
+        "[default]\nregion = %s\n[profile work]\nregion = %s\n"
+        "s3 =\n    max_concurrent_requests = 4\n"
+        % (emu.region, emu.region))
+    aws_env(monkeypatch, key=None, home=home)
+    conf = aws_config(emu)
+    conf = "\n".join(l for l in conf.splitlines()
+                     if not l.startswith("region"))
+    m = mount(config_text=conf, name="default")
+    web = vm_dir(m, emu, "web01")
+    assert (web / "disk.vmdk").exists()
+    assert "profile default" in m.log_text()
+    assert "AKIDDEFAULT" in m.log_text() and SECRET not in m.log_text()
+
+    monkeypatch.setenv("AWS_PROFILE", "work")
+    m2 = mount(config_text=conf, name="work")
+    assert (vm_dir(m2, emu, "web01") / "info.json").exists()
+    assert "AKIDWORK" in m2.log_text()
+
+
+def test_credentials_from_environment(emu, mount, monkeypatch, tmp_path):
+    aws_env(monkeypatch, key="AKIDENV", secret=SECRET, home=tmp_path)
+    monkeypatch.setenv("AWS_REGION", emu.region)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", emu.endpoint)
+    m = mount(config_text="[aws]\npoll_interval = 0.2\n")
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    assert "credentials from environment (key id AKIDENV)" in m.log_text()
+
+
+def test_missing_credentials_do_not_fail_the_mount(emu, mount, monkeypatch,
+                                                   tmp_path):
+    aws_env(monkeypatch, key=None, home=tmp_path)
+    m = mount(config_text=aws_config(emu))
+    assert os.listdir(m.path / "aws") == [".progress"] or \
+        not [n for n in os.listdir(m.path / "aws") if n.startswith("i-")]
+    lines = m.progress("aws")
+    errors = [l.get("error", "") for l in lines if l["state"] == "failed"]
+    assert errors and "no AWS credentials" in errors[0], lines
+    assert emu.calls() == {}, "no request without credentials"
+
+
+# --- leftovers ---------------------------------------------------------------------
+
+def test_snapshot_left_by_a_crash_is_deleted(emu, mount, monkeypatch):
+    """A daemon killed while an export is open leaves its tagged snapshot;
+    the next mount finds it at its first listing and deletes it. A
+    snapshot of another machine's cloudfs is left alone."""
+    aws_env(monkeypatch)
+    emu.boto(
+        "v = ec2.describe_volumes()['Volumes'][0]['VolumeId']\n"
+        "ec2.create_snapshot(VolumeId=v, TagSpecifications=[{"
+        "'ResourceType': 'snapshot', 'Tags': ["
+        "{'Key': 'cloudfs:temporary', 'Value': 'true'},"
+        "{'Key': 'cloudfs:host', 'Value': 'another-machine'},"
+        "{'Key': 'cloudfs:pid', 'Value': '1'}]}])\n")
+    foreign = set(emu.cloudfs_snapshots())
+    assert len(foreign) == 1
+    emu.reset_stats()
+
+    m = mount(config_text=aws_config(emu), name="crashed")
+    web = vm_dir(m, emu, "web01")
+    assert len(read_range(web / "disk.vmdk", 0, 4096)) == 4096
+    assert emu.calls("CreateSnapshot") == 1
+    m.kill()
+    # A dead daemon's mount fails stat (ENOTCONN): ismount() says no.
+    subprocess.run(["fusermount3", "-u", "-z", str(m.path)],
+                   capture_output=True)
+    left = set(emu.cloudfs_snapshots()) - foreign
+    assert len(left) == 1, "the killed daemon's snapshot should be there"
+
+    again = mount(config_text=aws_config(emu), name="again")
+    assert os.listdir(again.path / "aws")
+    assert set(emu.cloudfs_snapshots()) == foreign
+    assert "left behind by an earlier cloudfs" in again.log_text()
+    assert emu.calls("DeleteSnapshot") == 1
+
+
+def test_several_regions(emu, mount, monkeypatch):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu, regions="%s, eu-west-1"
+                                     % emu.region))
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    info = json.loads((vm_dir(m, emu, "db01") / "info.json").read_text())
+    assert info["region"] == emu.region
+    assert emu.calls("DescribeInstances") == 2
