@@ -112,18 +112,23 @@ char *aws_error_text(const CfsHttpRequest *req);
 bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
 		 GError **error);
 
-/* The same on a private connection, for export_end, which may run after
- * the network thread has stopped (at unmount). Main/control threads. */
-bool aws_perform_private(CfsHttpRequest *req, const char *what,
-			 GError **error);
-
 /* --- ec2.c --- */
 
 /* One EC2 Query API call: Action=@action&Version=…&@params (params
  * already form-encoded, may be NULL). Returns the parsed response. */
 xmlDoc *aws_ec2_call(AwsProvider *prov, const char *region,
-		     const char *action, const char *params, bool private_conn,
-		     GError **error);
+		     const char *action, const char *params, GError **error);
+
+/* Poll a Describe call while an export is prepared: a failed call is
+ * tried again (what was just made may not be visible yet) up to five
+ * times in a row, @wait seconds apart. NULL with @error on failure or
+ * at unmount. */
+xmlDoc *aws_ec2_poll(AwsProvider *prov, const char *region,
+		     const char *action, const char *params,
+		     CfsExportReport *report, double wait, GError **error);
+
+/* Wait between two polls; false with ECANCELED in @error at unmount. */
+bool aws_poll_wait(CfsExportReport *report, double wait, GError **error);
 
 /* XML helpers matching local names, any namespace. Borrowed results. */
 xmlNode *aws_xml_child(xmlNode *node, const char *name);
@@ -150,7 +155,7 @@ bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 		       const char *snapshot_id, CfsExportReport *report,
 		       GError **error);
 void aws_snapshot_delete(AwsProvider *prov, const char *region,
-			 const char *snapshot_id, bool private_conn);
+			 const char *snapshot_id);
 
 /* --- ebs.c --- */
 

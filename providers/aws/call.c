@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * Running AWS requests: SigV4 signing with the provider's credentials,
- * control-plane calls through the network thread (or a private connection
- * when that thread is gone), and AWS error bodies (EC2 and S3 XML, EBS
- * JSON) turned into one readable line that never holds a secret.
+ * control-plane calls through the network thread, and AWS error bodies
+ * (EC2 and S3 XML, EBS JSON) turned into one readable line that never
+ * holds a secret.
  */
 #include <libxml/parser.h>
 #include <string.h>
@@ -173,64 +173,4 @@ bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
 		return true;
 	aws_explain(req, what, error);
 	return false;
-}
-
-/* --- a private connection, for export_end --- */
-
-static size_t private_write(char *data, size_t size, size_t n, void *opaque)
-{
-	g_byte_array_append(opaque, (const guint8 *)data, (guint)(size * n));
-	return size * n;
-}
-
-bool aws_perform_private(CfsHttpRequest *req, const char *what,
-			 GError **error)
-{
-	g_autoptr(CURL) easy = NULL;
-	CURLcode code;
-
-	/* Balanced with the cleanup below: libcurl counts them. */
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	easy = curl_easy_init();
-	if (!easy) {
-		curl_global_cleanup();
-		g_set_error(error, CFS_ERROR, ENOMEM, "%s: no curl handle",
-			    what);
-		return false;
-	}
-	if (!req->response)
-		req->response = g_byte_array_new();
-	curl_easy_setopt(easy, CURLOPT_URL, req->url);
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, 10L);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT, 30L);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "cloudfs/" CFS_VERSION);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, private_write);
-	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req->response);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
-	if (req->method)
-		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
-	if (req->body) {
-		gsize len;
-		const void *data = g_bytes_get_data(req->body, &len);
-
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-				 (curl_off_t)len);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, data);
-	}
-	code = curl_easy_perform(easy);
-	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
-	g_clear_pointer(&easy, curl_easy_cleanup);
-	curl_global_cleanup();
-	if (code != CURLE_OK) {
-		g_set_error(error, CFS_ERROR, EIO, "%s: %s", what,
-			    curl_easy_strerror(code));
-		return false;
-	}
-	if (req->status < 200 || req->status >= 300) {
-		g_set_error(error, CFS_ERROR, EIO, "HTTP %ld", req->status);
-		aws_explain(req, what, error);
-		return false;
-	}
-	return true;
 }

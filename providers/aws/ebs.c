@@ -277,7 +277,7 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 		g_prefix_error(error, "%s: ", d->volume_id);
 		cfs_source_free(src);
 		if (!prov->keep_snapshots)
-			aws_snapshot_delete(prov, d->region, sid, false);
+			aws_snapshot_delete(prov, d->region, sid);
 		return NULL;
 	}
 	src->size = volume_gib ? volume_gib << 30 : d->size;
@@ -306,6 +306,5 @@ void aws_ebs_export_end(AwsProvider *prov, CfsDisk *disk, CfsSource *src)
 
 	if (!es || prov->keep_snapshots)
 		return;
-	/* At unmount the network thread is gone: a connection of our own. */
-	aws_snapshot_delete(prov, es->region, es->snapshot_id, true);
+	aws_snapshot_delete(prov, es->region, es->snapshot_id);
 }

@@ -104,8 +104,7 @@ char *aws_form_escape(const char *s)
 /* --- calls --- */
 
 xmlDoc *aws_ec2_call(AwsProvider *prov, const char *region,
-		     const char *action, const char *params, bool private_conn,
-		     GError **error)
+		     const char *action, const char *params, GError **error)
 {
 	g_autofree char *base = aws_endpoint(prov, AWS_EC2, region);
 	g_autofree char *url = g_strdup_printf("%s/", base);
@@ -126,8 +125,7 @@ xmlDoc *aws_ec2_call(AwsProvider *prov, const char *region,
 		g_prefix_error(error, "%s: ", what);
 		return NULL;
 	}
-	if (private_conn ? !aws_perform_private(req, what, error) :
-			   !aws_perform(prov, req, what, error))
+	if (!aws_perform(prov, req, what, error))
 		return NULL;
 	doc = req->response && req->response->len ?
 		xmlReadMemory((const char *)req->response->data,
@@ -264,7 +262,7 @@ static bool list_instances(AwsProvider *prov, const char *region,
 			params = g_strdup("MaxResults=1000");
 		}
 		doc = aws_ec2_call(prov, region, "DescribeInstances", params,
-				   false, error);
+				   error);
 		if (!doc)
 			return false;
 		root = xmlDocGetRootElement(doc);
@@ -318,7 +316,7 @@ static GHashTable *list_volumes(AwsProvider *prov, const char *region,
 					       i - start + 1, v);
 		}
 		doc = aws_ec2_call(prov, region, "DescribeVolumes",
-				   params->str, false, error);
+				   params->str, error);
 		if (!doc)
 			return NULL;
 		root = xmlDocGetRootElement(doc);
@@ -509,7 +507,7 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 	tag_param(params, 5, AWS_TAG_PID, pid);
 	tag_param(params, 6, "Name", "cloudfs temporary");
 	doc = aws_ec2_call(prov, d->region, "CreateSnapshot", params->str,
-			   false, error);
+			   error);
 	if (!doc)
 		return NULL;
 	id = aws_xml_text(xmlDocGetRootElement(doc), "snapshotId");
@@ -524,6 +522,34 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 	return id;
 }
 
+bool aws_poll_wait(CfsExportReport *report, double wait, GError **error)
+{
+	if (cfs_export_wait(report, wait))
+		return true;
+	g_set_error(error, CFS_ERROR, ECANCELED,
+		    "cancelled: the filesystem is unmounted");
+	return false;
+}
+
+xmlDoc *aws_ec2_poll(AwsProvider *prov, const char *region,
+		     const char *action, const char *params,
+		     CfsExportReport *report, double wait, GError **error)
+{
+	for (guint failures = 1;; failures++) {
+		g_autoptr(GError) local = NULL;
+		xmlDoc *doc = aws_ec2_call(prov, region, action, params, &local);
+
+		if (doc)
+			return doc;
+		if (failures == 5) {
+			g_propagate_error(error, g_steal_pointer(&local));
+			return NULL;
+		}
+		if (!aws_poll_wait(report, wait, error))
+			return NULL;
+	}
+}
+
 bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 		       const char *snapshot_id, CfsExportReport *report,
 		       GError **error)
@@ -531,32 +557,17 @@ bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 	g_autofree char *sid = aws_form_escape(snapshot_id);
 	g_autofree char *params = g_strdup_printf("SnapshotId.1=%s", sid);
 	double wait = prov->poll_s;
-	guint failures = 0;
 
 	for (;;) {
-		g_autoptr(xmlDoc) doc = NULL;
-		g_autoptr(GError) local = NULL;
+		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, region,
+						     "DescribeSnapshots",
+						     params, report, wait,
+						     error);
 		g_autofree char *state = NULL, *progress = NULL, *msg = NULL;
 		xmlNode *item;
 
-		doc = aws_ec2_call(prov, region, "DescribeSnapshots", params,
-				   false, &local);
-		if (!doc) {
-			/* A new snapshot may not be visible at once
-			 * (eventual consistency); a few tries. */
-			if (++failures >= 5) {
-				g_propagate_error(error,
-						  g_steal_pointer(&local));
-				return false;
-			}
-			if (!cfs_export_wait(report, wait)) {
-				g_set_error(error, CFS_ERROR, ECANCELED,
-					    "cancelled: the filesystem is unmounted");
-				return false;
-			}
-			continue;
-		}
-		failures = 0;
+		if (!doc)
+			return false;
 		item = aws_xml_path(xmlDocGetRootElement(doc),
 				    "snapshotSet/item");
 		state = aws_xml_text(item, "status");
@@ -575,23 +586,20 @@ bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 		cfs_export_report(report, "snapshot",
 				  progress ? g_ascii_strtod(progress, NULL) :
 					     0.0);
-		if (!cfs_export_wait(report, wait)) {
-			g_set_error(error, CFS_ERROR, ECANCELED,
-				    "cancelled: the filesystem is unmounted");
+		if (!aws_poll_wait(report, wait, error))
 			return false;
-		}
 		wait = MIN(wait * 1.5, AWS_POLL_MAX_S);
 	}
 }
 
 void aws_snapshot_delete(AwsProvider *prov, const char *region,
-			 const char *snapshot_id, bool private_conn)
+			 const char *snapshot_id)
 {
 	g_autofree char *sid = aws_form_escape(snapshot_id);
 	g_autofree char *params = g_strdup_printf("SnapshotId=%s", sid);
 	g_autoptr(GError) error = NULL;
 	g_autoptr(xmlDoc) doc = aws_ec2_call(prov, region, "DeleteSnapshot",
-					     params, private_conn, &error);
+					     params, &error);
 
 	if (doc)
 		g_message("aws: temporary snapshot %s deleted", snapshot_id);
@@ -620,7 +628,7 @@ void aws_ec2_sweep(AwsProvider *prov, const char *region)
 	g_autoptr(xmlDoc) doc = aws_ec2_call(
 		prov, region, "DescribeSnapshots",
 		"Owner.1=self&Filter.1.Name=tag%3A" "cloudfs%3Atemporary"
-		"&Filter.1.Value.1=true", false, &error);
+		"&Filter.1.Value.1=true", &error);
 
 	if (!doc) {
 		g_warning("aws: looking for snapshots left behind in %s: %s",
@@ -646,6 +654,6 @@ void aws_ec2_sweep(AwsProvider *prov, const char *region)
 		}
 		g_message("aws: deleting snapshot %s left behind by an earlier "
 			  "cloudfs (pid %s)", id, pid ? pid : "?");
-		aws_snapshot_delete(prov, region, id, false);
+		aws_snapshot_delete(prov, region, id);
 	}
 }

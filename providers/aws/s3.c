@@ -100,7 +100,7 @@ static char *export_task_start(AwsProvider *prov, const AwsDisk *d,
 		bucket, *prefix ? "&ExportToS3.S3Prefix=" : "", prefix);
 	g_autoptr(xmlDoc) doc = aws_ec2_call(prov, d->region,
 					     "CreateInstanceExportTask",
-					     params, false, error);
+					     params, error);
 	xmlNode *task;
 	char *tid;
 
@@ -128,30 +128,17 @@ static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
 	g_autofree char *t = aws_form_escape(tid);
 	g_autofree char *params = g_strdup_printf("ExportTaskId.1=%s", t);
 	double wait = prov->poll_s;
-	guint failures = 0;
 
 	for (;;) {
-		g_autoptr(GError) local = NULL;
-		g_autoptr(xmlDoc) doc = aws_ec2_call(prov, d->region,
+		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, d->region,
 						     "DescribeExportTasks",
-						     params, false, &local);
+						     params, report, wait,
+						     error);
 		g_autofree char *state = NULL, *msg = NULL;
 		xmlNode *item;
 
-		if (!doc) {
-			if (++failures >= 5) {
-				g_propagate_error(error,
-						  g_steal_pointer(&local));
-				return false;
-			}
-			if (!cfs_export_wait(report, wait)) {
-				g_set_error(error, CFS_ERROR, ECANCELED,
-					    "cancelled: the filesystem is unmounted");
-				return false;
-			}
-			continue;
-		}
-		failures = 0;
+		if (!doc)
+			return false;
 		item = aws_xml_path(xmlDocGetRootElement(doc),
 				    "exportTaskSet/item");
 		state = aws_xml_text(item, "state");
@@ -175,11 +162,8 @@ static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
 		}
 		cfs_export_report(report, "export",
 				  MAX(percent_of(msg), 0.0));
-		if (!cfs_export_wait(report, wait)) {
-			g_set_error(error, CFS_ERROR, ECANCELED,
-				    "cancelled: the filesystem is unmounted");
+		if (!aws_poll_wait(report, wait, error))
 			return false;
-		}
 		wait = MIN(wait * 1.5, 10.0);
 	}
 }
@@ -191,8 +175,7 @@ static void export_task_cancel(AwsProvider *prov, const AwsDisk *d,
 	g_autofree char *params = g_strdup_printf("ExportTaskId=%s", t);
 	g_autoptr(GError) error = NULL;
 	g_autoptr(xmlDoc) doc = aws_ec2_call(prov, d->region,
-					     "CancelExportTask", params,
-					     false, &error);
+					     "CancelExportTask", params, &error);
 
 	if (!doc)
 		g_warning("aws: could not cancel export task %s: %s", tid,
@@ -268,9 +251,8 @@ void aws_s3_export_end(AwsProvider *prov, CfsDisk *disk, CfsSource *src)
 			       ss->key);
 	req = cfs_http_request_new(ss->url);
 	req->method = g_strdup("DELETE");
-	/* At unmount the network thread is gone: a connection of our own. */
 	if (!aws_sign(prov, req, "s3", ss->region, NULL, 0, &error) ||
-	    !aws_perform_private(req, what, &error))
+	    !aws_perform(prov, req, what, &error))
 		g_warning("aws: could not delete the export: %s",
 			  error->message);
 	else
