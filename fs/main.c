@@ -298,7 +298,9 @@ int main(int argc, char *argv[])
 	cfs_engine_start(&fs.engine);
 	g_message("mounted on %s (cache %s)", cmd.mountpoint, cache_dir);
 	tuner = g_thread_new("cfs-tune", tune_read_ahead, &fs);
-	ret = fuse_session_loop_mt(se, &loop) != 0;
+	/* Negative: a failure; positive: the signal that ended the loop
+	 * (SIGTERM, SIGINT), a clean exit like an unmount. */
+	ret = fuse_session_loop_mt(se, &loop) < 0;
 	g_thread_join(tuner);
 
 	/* Exports still preparing give up; what providers granted is given
