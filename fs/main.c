@@ -29,6 +29,7 @@ typedef struct {
 	char *log;
 	unsigned parallel;
 	unsigned list_ttl;
+	unsigned stall_timeout;
 	int verbose;
 	int insecure;
 	char *read_ahead;
@@ -44,6 +45,7 @@ static const struct fuse_opt cfs_opts[] = {
 	CFS_OPT("parallel=%u", parallel),
 	CFS_OPT("formats=%s", formats),
 	CFS_OPT("list_ttl=%u", list_ttl),
+	CFS_OPT("stall_timeout=%u", stall_timeout),
 	CFS_OPT("log=%s", log),
 	CFS_OPT("verbose", verbose),
 	CFS_OPT("insecure", insecure),
@@ -65,6 +67,8 @@ static void usage(const char *prog)
 	       "    -o formats=LIST      extra views of raw disks, e.g. vmdk:qcow2\n"
 	       "                         (raw, vhd, vmdk, vhdx, qcow2)\n"
 	       "    -o list_ttl=SECONDS  how long an inventory is trusted (60)\n"
+	       "    -o stall_timeout=SECONDS  retry a transfer this long under\n"
+	       "                         1 KiB/s (30)\n"
 	       "    -o read_ahead=SIZE   kernel read-ahead of the mount (1M)\n"
 	       "    -o log=FILE          log to FILE (default: stderr)\n"
 	       "    -o verbose           log debug messages\n"
@@ -202,7 +206,8 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_loop_config loop = { .clone_fd = 0,
 					 .max_idle_threads = 16 };
-	CfsOptions opts = { .parallel = 4, .list_ttl = 60 };
+	CfsOptions opts = { .parallel = 4, .list_ttl = 60,
+			    .stall_timeout = 30 };
 	CfsFs fs = { 0 };
 	struct fuse_session *se = NULL;
 	g_autoptr(GError) error = NULL;
@@ -256,6 +261,11 @@ int main(int argc, char *argv[])
 			    "a power of two from 64K to 256M");
 		goto fail;
 	}
+	if (opts.stall_timeout < 1) {
+		g_set_error(&error, CFS_ERROR, EINVAL,
+			    "option stall_timeout: at least 1 second");
+		goto fail;
+	}
 	if (opts.parallel < 1 || opts.parallel > 64) {
 		g_set_error(&error, CFS_ERROR, EINVAL,
 			    "option parallel: from 1 to 64");
@@ -292,6 +302,7 @@ int main(int argc, char *argv[])
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	cfs_http_config_init(&http_config);
 	http_config.insecure = opts.insecure;
+	http_config.stall_timeout_s = opts.stall_timeout;
 	fs.engine.ctx.http = cfs_http_new(&http_config, &error);
 	if (!fs.engine.ctx.http)
 		goto out_unmount;

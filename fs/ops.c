@@ -272,6 +272,9 @@ static void ops_init(void *userdata, struct fuse_conn_info *conn)
 	/* Readers may run in parallel; the kernel may send reads at once. */
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
+	/* Direct reads (O_DIRECT, files of unknown size) sent as one
+	 * synchronous request can be interrupted; asynchronous ones cannot. */
+	conn->want &= ~FUSE_CAP_ASYNC_DIO;
 }
 
 /* --- the mount is read-only --- */

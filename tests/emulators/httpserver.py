@@ -284,6 +284,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if faults.applies(method, url.path, range_header):
                 plan = faults.decide()
         if plan and plan["stall"]:
+            with state.lock:
+                state.count_fault("stall")
             time.sleep(plan["stall"])
         if plan and (plan["status"] or plan["fail"]):
             status = plan["status"] or plan["fail"]
