@@ -141,9 +141,16 @@ void cfs_store_attach(CfsStore *store, CfsCache *cache)
 
 void cfs_store_detach(CfsStore *store, CfsCache *cache)
 {
+	StoreDormant *d = g_new0(StoreDormant, 1);
+
+	/* Its folder stays, counted and evictable as a whole, the newest
+	 * of the dormant ones. */
+	d->path = g_strdup(cache->dir);
+	d->bytes = cache->present;
+	d->mtime = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_lock(&store->lock);
 	store->caches = g_list_remove(store->caches, cache);
-	store->usage -= cache->present;
+	store->dormant = g_list_append(store->dormant, d);
 	g_mutex_unlock(&store->lock);
 }
 

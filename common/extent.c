@@ -95,7 +95,7 @@ bool cfs_extent_map_any_data(const CfsExtentMap *map, guint64 off,
 {
 	guint i = extent_first_ending_after(map, off);
 
-	return i < map->n && map->ext[i].offset < off + len;
+	return len > 0 && i < map->n && map->ext[i].offset < off + len;
 }
 
 bool cfs_extent_map_next_data(const CfsExtentMap *map, guint64 off,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Small shared helpers: sizes, whole-buffer I/O, safe names and URLs. */
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,8 +17,8 @@ bool cfs_parse_size(const char *text, guint64 *out, GError **error)
 
 	errno = 0;
 	value = g_ascii_strtod(text, &end);
-	if (errno || end == text || value < 0)
-		goto bad;
+	if (errno || end == text || !(value >= 0) || isinf(value))
+		goto bad;	/* !(>= 0) also catches NaN */
 	if (*end) {
 		const char *u = strchr(units, g_ascii_toupper(*end));
 
@@ -97,7 +98,9 @@ static void url_split(const char *url, char **scheme, char **authority,
 	*scheme = g_strndup(url, sep - url);
 	auth = sep + 3;
 	auth_end = auth + strcspn(auth, "/?#");
-	at = memchr(auth, '@', auth_end - auth);
+	/* The last '@': a password may hold one (unescaped, though it
+	 * should not). */
+	at = g_strrstr_len(auth, auth_end - auth, "@");
 	if (at)
 		auth = at + 1;
 	*authority = g_strndup(auth, auth_end - auth);
