@@ -2,6 +2,7 @@
 /* One-line log writer for GLib's structured logging. */
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -9,6 +10,7 @@
 
 static FILE *log_file;
 static bool log_debug;
+static bool log_syslog;
 
 static const char *log_level_name(GLogLevelFlags level)
 {
@@ -38,6 +40,14 @@ static GLogWriterOutput log_writer(GLogLevelFlags level,
 	for (gsize i = 0; i < n_fields; i++)
 		if (strcmp(fields[i].key, "MESSAGE") == 0)
 			message = fields[i].value;
+	if (log_syslog) {
+		syslog(level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL) ?
+			       LOG_ERR :
+		       level & G_LOG_LEVEL_WARNING ? LOG_WARNING :
+		       level & G_LOG_LEVEL_DEBUG ? LOG_DEBUG : LOG_INFO,
+		       "%s", message ? message : "");
+		return G_LOG_WRITER_HANDLED;
+	}
 	now = g_date_time_new_now_local();
 	stamp = g_date_time_format(now, "%H:%M:%S.%f");
 	stamp[12] = '\0';	/* milliseconds are enough */
@@ -57,4 +67,12 @@ bool cfs_log_init(const char *path, bool debug, GError **error)
 	}
 	g_log_set_writer_func(log_writer, NULL, NULL);
 	return true;
+}
+
+void cfs_log_to_syslog(void)
+{
+	if (log_file)
+		return;		/* a log file was asked for */
+	openlog("cloudfs", LOG_PID, LOG_DAEMON);
+	log_syslog = true;
 }

@@ -297,6 +297,8 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
 	fuse_daemonize(cmd.foreground);
+	if (!cmd.foreground)
+		cfs_log_to_syslog();
 
 	/* Threads only after daemonizing. */
 	curl_global_init(CURL_GLOBAL_DEFAULT);
