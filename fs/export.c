@@ -73,7 +73,7 @@ void cfs_export_end(CfsExport *ex)
 	g_mutex_lock(&ex->lock);
 	while (ex->state == EXPORT_PREPARING)
 		g_cond_wait(&ex->cond, &ex->lock);
-	end = ex->source && !ex->released;
+	end = ex->source && !ex->released && ex->prov->ops->export_end;
 	ex->released = true;
 	g_mutex_unlock(&ex->lock);
 	if (end)
@@ -180,7 +180,9 @@ static void export_start_job(CfsExport *ex)
 				       engine->chunk_size, engine->parallel,
 				       cfs_fetch_chunk, ex, &error);
 		if (!cache) {
-			ex->prov->ops->export_end(ex->prov, ex->disk, src);
+			if (ex->prov->ops->export_end)
+				ex->prov->ops->export_end(ex->prov, ex->disk,
+							  src);
 			g_clear_pointer(&src, cfs_source_free);
 		}
 	}
@@ -279,7 +281,7 @@ void cfs_export_release(CfsExport *ex)
 	ex->opens--;
 	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
 	if (cache && ex->opens == 0 && !ex->released &&
-	    export_complete(cache)) {
+	    ex->prov->ops->export_end && export_complete(cache)) {
 		ex->released = true;
 		end = true;
 	}

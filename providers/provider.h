@@ -114,7 +114,12 @@ typedef struct {
 	 * report phases with cfs_export_report(). Transfer full. */
 	CfsSource *(*export_start)(CfsProvider *prov, CfsDisk *disk,
 				   CfsExportReport *report, GError **error);
-	/* Release what export_start obtained (NULL ok). May block. */
+	/* Release what export_start obtained (a snapshot, a grant, a
+	 * lease). May block. NULL when nothing is granted: the engine then
+	 * keeps the source for as long as it is mounted. When it is set, the
+	 * engine calls it once an export is complete and closed; a chunk
+	 * evicted after that fails its reads until the next open starts a
+	 * new export. */
 	void (*export_end)(CfsProvider *prov, CfsDisk *disk, CfsSource *src);
 } CfsProviderOps;
 

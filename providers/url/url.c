@@ -432,16 +432,11 @@ static CfsSource *url_export_start(CfsProvider *base, CfsDisk *disk,
 	return src;
 }
 
-static void url_export_end(CfsProvider *base, CfsDisk *disk, CfsSource *src)
-{
-	/* Nothing was granted: the image is not ours to release. */
-}
-
 const CfsProviderOps cfs_url_provider = {
 	.name = "url",
 	.create = url_create,
 	.free = url_free,
 	.list = url_list,
 	.export_start = url_export_start,
-	.export_end = url_export_end,
+	/* No export_end: nothing is granted, the image is not ours. */
 };
