@@ -97,6 +97,10 @@ bool cfs_units_rank(const CfsUnits *u, guint64 idx, guint64 *rank);
 /* Index of the allocated unit of rank @k (k < total). */
 guint64 cfs_units_select(const CfsUnits *u, guint64 k);
 
+/* Adler-32 of @data continuing from @adler (1 to start), as zlib ends a
+ * stream with it. */
+guint32 cfs_adler32(guint32 adler, const void *data, gsize len);
+
 /* CRC-32C (Castagnoli), as VHDX checksums its headers and tables. */
 guint32 cfs_crc32c(guint32 crc, const void *data, gsize len);
 

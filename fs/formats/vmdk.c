@@ -48,23 +48,6 @@ typedef struct {
 	char *desc;
 } VmdkView;
 
-static guint32 vmdk_adler32(const guint8 *p, gsize len)
-{
-	guint32 a = 1, b = 0;
-
-	while (len > 0) {
-		gsize n = MIN(len, 5552);
-
-		len -= n;
-		while (n--) {
-			a += *p++;
-			b += a;
-		}
-		a %= 65521;
-		b %= 65521;
-	}
-	return b << 16 | a;
-}
 
 static void vmdk_put_header(const VmdkView *v, guint8 *p, guint64 gd_offset)
 {
@@ -214,7 +197,7 @@ static bool vmdk_fill_grain(const VmdkView *v, CfsFill *f, guint8 *dst,
 				      tmp + (gs - base), ge - gs);
 	}
 	if (all) {
-		cfs_put_be32(b, vmdk_adler32(tmp, VMDK_GRAIN));
+		cfs_put_be32(b, cfs_adler32(1, tmp, VMDK_GRAIN));
 		cfs_fill_blob(dst, roff, n, VMDK_ADLER_OFF, b, 4);
 	}
 	return true;
