@@ -9,7 +9,8 @@
 #include "common/util.h"
 #include "fs/export-private.h"
 
-/* Refresh the rate when a second has passed since the last sample.
+/* Refresh the rate when a second has passed since the last sample (a
+ * fifth of one for the first, so that short transfers show one too).
  * Export lock held. */
 static double progress_rate(CfsExport *ex)
 {
@@ -19,7 +20,7 @@ static double progress_rate(CfsExport *ex)
 	if (ex->rate_time == 0) {
 		ex->rate_time = now;
 		ex->rate_bytes = fetched;
-	} else if (now - ex->rate_time >= 1.0) {
+	} else if (now - ex->rate_time >= (ex->rate > 0 ? 1.0 : 0.2)) {
 		ex->rate = (double)(fetched - ex->rate_bytes) /
 			   (now - ex->rate_time);
 		ex->rate_time = now;
