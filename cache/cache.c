@@ -580,7 +580,16 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 	gpointer key = NULL;
 
 	g_mutex_lock(&c->lock);
-	g_assert(CHUNK_STATE(c->state[idx]) == CHUNK_INFLIGHT);
+	if (CHUNK_STATE(c->state[idx]) != CHUNK_INFLIGHT) {
+		/* Two fetchers of one chunk (a server that stopped honouring
+		 * ranges mid-export, so a stream and a ranged piece both had
+		 * it): the first one to finish counted; a daemon must not
+		 * abort over the second. */
+		g_mutex_unlock(&c->lock);
+		g_warning("cache %s: chunk %" G_GUINT64_FORMAT " finished "
+			  "twice", c->label, idx);
+		return;
+	}
 	if (c->state[idx] & CHUNK_QUEUED)	/* a stream got to it first */
 		g_queue_remove(&c->queued, GSIZE_TO_POINTER(idx));
 	c->inflight--;
