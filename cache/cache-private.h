@@ -11,7 +11,6 @@ enum {
 	CHUNK_PRESENT,
 	CHUNK_HOLE,		/* no data in the map: reads as zeros */
 };
-#define CHUNK_PREFETCH 0x80	/* flag on INFLIGHT: claimed by prefetch */
 #define CHUNK_QUEUED 0x40	/* flag on INFLIGHT: waits for a slot */
 #define CHUNK_STATE(s) ((s) & 0x3f)
 
@@ -50,7 +49,6 @@ struct CfsCache {
 	guint64 present;	/* protected by lock */
 	guint64 total;		/* constant: bytes of data chunks */
 	guint inflight;		/* protected by lock: claimed, not done */
-	guint prefetch_inflight; /* protected by lock */
 	GQueue queued;		/* protected by lock: demand chunks claimed
 				 * while `parallel` fetches ran, oldest first */
 	int readers;		/* protected by lock */

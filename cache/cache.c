@@ -254,14 +254,12 @@ static guint cache_running(const CfsCache *c)
 	return c->inflight - c->queued.length;
 }
 
-static bool cache_claim_locked(CfsCache *c, guint64 idx, bool prefetch)
+static bool cache_claim_locked(CfsCache *c, guint64 idx)
 {
 	if (c->state[idx] != CHUNK_ABSENT)
 		return false;
-	c->state[idx] = CHUNK_INFLIGHT | (prefetch ? CHUNK_PREFETCH : 0);
+	c->state[idx] = CHUNK_INFLIGHT;
 	c->inflight++;
-	if (prefetch)
-		c->prefetch_inflight++;
 	return true;
 }
 
@@ -291,7 +289,7 @@ static void cache_pump(CfsCache *c, IdxList *out)
 
 			c->fill_cursor = (c->fill_cursor + 1) % c->n_chunks;
 			scanned++;
-			if (cache_claim_locked(c, idx, true)) {
+			if (cache_claim_locked(c, idx)) {
 				g_array_append_val(out, idx);
 				budget--;
 			}
@@ -314,7 +312,7 @@ static void cache_pump(CfsCache *c, IdxList *out)
 			c->seq[s].end, c->seq[s].reads, first);
 		last = MIN(first + c->parallel, c->n_chunks - 1);
 		for (guint64 idx = first; idx <= last && budget > 0; idx++) {
-			if (cache_claim_locked(c, idx, true)) {
+			if (cache_claim_locked(c, idx)) {
 				g_array_append_val(out, idx);
 				budget--;
 			}
@@ -460,7 +458,7 @@ bool cfs_cache_acquire(CfsCache *c, const CfsExtent *ranges, guint n,
 		c->tick[idx] = now;
 		switch (CHUNK_STATE(c->state[idx])) {
 		case CHUNK_ABSENT:
-			cache_claim_locked(c, idx, false);
+			cache_claim_locked(c, idx);
 			if (cache_running(c) > c->parallel) {
 				/* At most `parallel` fetches run; demand
 				 * ones go first when a slot frees. */
@@ -545,7 +543,7 @@ bool cfs_cache_claim(CfsCache *c, guint64 idx)
 
 	g_mutex_lock(&c->lock);
 	mine = CHUNK_STATE(c->state[idx]) == CHUNK_INFLIGHT ||
-	       cache_claim_locked(c, idx, false);
+	       cache_claim_locked(c, idx);
 	g_mutex_unlock(&c->lock);
 	return mine;
 }
@@ -593,8 +591,6 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 	if (c->state[idx] & CHUNK_QUEUED)	/* a stream got to it first */
 		g_queue_remove(&c->queued, GSIZE_TO_POINTER(idx));
 	c->inflight--;
-	if (c->state[idx] & CHUNK_PREFETCH)
-		c->prefetch_inflight--;
 	if (error) {
 		c->state[idx] = CHUNK_ABSENT;
 		c->fill_all = false;	/* no hammering a failing source */

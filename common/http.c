@@ -33,7 +33,6 @@ struct CfsHttp {
 	GHashTable *active;	/* requests with an easy handle in multi */
 	guint running;
 
-	guint64 bytes;		/* atomic */
 };
 
 void cfs_http_config_init(CfsHttpConfig *config)
@@ -72,7 +71,6 @@ void cfs_http_request_free(CfsHttpRequest *req)
 	g_free(req->content_range);
 	g_free(req->etag);
 	g_free(req->last_modified);
-	g_free(req->accept_ranges);
 	g_clear_pointer(&req->body, g_bytes_unref);
 	g_clear_pointer(&req->response, g_byte_array_unref);
 	g_clear_pointer(&req->resp_headers, g_hash_table_unref);
@@ -85,11 +83,6 @@ void cfs_http_request_add_header(CfsHttpRequest *req, const char *header)
 	req->headers = curl_slist_append(req->headers, header);
 }
 
-guint64 cfs_http_bytes_received(CfsHttp *http)
-{
-	return __atomic_load_n(&http->bytes, __ATOMIC_RELAXED);
-}
-
 /* --- response parsing (network thread) --- */
 
 static void response_reset(CfsHttpRequest *req)
@@ -100,7 +93,6 @@ static void response_reset(CfsHttpRequest *req)
 	g_clear_pointer(&req->content_range, g_free);
 	g_clear_pointer(&req->etag, g_free);
 	g_clear_pointer(&req->last_modified, g_free);
-	g_clear_pointer(&req->accept_ranges, g_free);
 	g_hash_table_remove_all(req->resp_headers);
 	if (req->response)
 		g_byte_array_set_size(req->response, 0);
@@ -140,8 +132,6 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *opaque)
 			set_str(&req->etag, value);
 		else if (strcmp(name, "last-modified") == 0)
 			set_str(&req->last_modified, value);
-		else if (strcmp(name, "accept-ranges") == 0)
-			set_str(&req->accept_ranges, value);
 		g_hash_table_replace(req->resp_headers, name, value);
 	}
 	return len;
@@ -153,7 +143,6 @@ static size_t http_write_cb(char *data, size_t size, size_t n, void *opaque)
 	size_t len = size * n;
 
 	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
-	__atomic_fetch_add(&req->http->bytes, len, __ATOMIC_RELAXED);
 	if (req->status >= 300 || !req->on_body) {
 		/* Error bodies are kept (small) for the message; plain
 		 * requests collect their whole body. */

@@ -61,7 +61,6 @@ struct CfsHttpRequest {
 	char *content_range;		/* "bytes a-b/total", or NULL */
 	char *etag;
 	char *last_modified;
-	char *accept_ranges;
 	GByteArray *response;		/* body, when on_body is NULL */
 	GHashTable *resp_headers;	/* lower-case name -> value */
 	bool abort_ok;			/* set by on_body before it aborts */
@@ -116,6 +115,3 @@ void cfs_http_submit(CfsHttp *http, CfsHttpRequest *req);
  */
 bool cfs_http_perform(CfsHttp *http, CfsHttpRequest *req, GError **error);
 
-/* The total number of body bytes received by this worker, and of
- * requests started (attempts). For benchmarks and logs. Any thread. */
-guint64 cfs_http_bytes_received(CfsHttp *http);

@@ -29,7 +29,6 @@ struct CfsExport {
 	CfsExportReadyFn ready_hook;
 	gpointer ready_data;
 	int opens;		/* protected by lock */
-	bool ever_opened;	/* protected by lock */
 	char *phase;		/* protected by lock */
 	double phase_percent;	/* protected by lock */
 	char *error;		/* protected by lock: the last failure */

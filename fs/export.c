@@ -255,7 +255,6 @@ void cfs_export_open(CfsExport *ex)
 
 	g_mutex_lock(&ex->lock);
 	ex->opens++;
-	ex->ever_opened = true;
 	if (ex->state == EXPORT_IDLE || ex->state == EXPORT_FAILED ||
 	    (ex->state == EXPORT_READY && ex->released && ex->opens == 1 &&
 	     !export_complete(ex->cache))) {
