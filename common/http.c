@@ -4,6 +4,7 @@
  * Requests arrive through a locked queue and curl_multi_wakeup(); failed
  * attempts wait in a list sorted by the time they may run again.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "error.h"
@@ -76,6 +77,19 @@ void cfs_http_request_free(CfsHttpRequest *req)
 	g_clear_pointer(&req->resp_headers, g_hash_table_unref);
 	curl_slist_free_all(req->headers);
 	g_free(req);
+}
+
+bool cfs_http_content_range(const CfsHttpRequest *req, guint64 *start,
+			    guint64 *last, guint64 *total)
+{
+	int end = -1;
+
+	return req->content_range &&
+	       sscanf(req->content_range, "bytes %" G_GUINT64_FORMAT "-%"
+		      G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT "%n", start, last,
+		      total, &end) == 3 &&
+	       req->content_range[end] == '\0' && *start <= *last &&
+	       *last < *total;
 }
 
 void cfs_http_request_add_header(CfsHttpRequest *req, const char *header)

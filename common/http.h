@@ -101,6 +101,11 @@ CfsHttpRequest *cfs_http_request_new(const char *url);
 void cfs_http_request_free(CfsHttpRequest *req);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(CfsHttpRequest, cfs_http_request_free)
 
+/* The range of a 206 answer, from "Content-Range: bytes a-b/total": false
+ * if there is none or it is not of that form. */
+bool cfs_http_content_range(const CfsHttpRequest *req, guint64 *start,
+			    guint64 *last, guint64 *total);
+
 /* Add a "Name: value" header. */
 void cfs_http_request_add_header(CfsHttpRequest *req, const char *header);
 

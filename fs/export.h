@@ -86,3 +86,7 @@ void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
 
 /* Append the .progress line of the file @path (relative to the mount). */
 void cfs_export_progress(CfsExport *ex, const char *path, GString *out);
+
+/* Append a failed line for @path that is no export (a VM or provider that
+ * could not be listed), quoting @error as export lines do. */
+void cfs_progress_failed(GString *out, const char *path, const char *error);

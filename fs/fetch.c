@@ -4,7 +4,6 @@
  * one whole-file stream for servers without ranges, and reads of local
  * sources on the I/O pool. Every byte that lands is counted here.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "common/error.h"
@@ -87,10 +86,7 @@ static bool piece_check_range(Piece *p, CfsHttpRequest *req)
 
 	if (req->status != 206)
 		return true;
-	if (req->content_range &&
-	    sscanf(req->content_range, "bytes %" G_GUINT64_FORMAT "-%"
-		   G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT, &start, &last,
-		   &total) == 3 &&
+	if (cfs_http_content_range(req, &start, &last, &total) &&
 	    start == req->range_start && last >= MIN(req->range_end,
 						      total - 1) &&
 	    total == p->ex->source->size)

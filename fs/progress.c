@@ -58,6 +58,14 @@ static void progress_quote(GString *out, const char *text)
 	g_string_append_c(out, '"');
 }
 
+void cfs_progress_failed(GString *out, const char *path, const char *error)
+{
+	g_string_append_printf(out, "%s state=failed phase=- bytes=0 total=0 "
+			       "percent=0.0 rate=0B/s eta=- error=", path);
+	progress_quote(out, error);
+	g_string_append_c(out, '\n');
+}
+
 void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 {
 	CfsCacheStats st = { 0 };

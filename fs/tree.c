@@ -340,18 +340,6 @@ bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size)
 	}
 }
 
-static void error_line(GString *out, const char *path, const char *error)
-{
-	g_string_append_printf(out, "%s state=failed phase=- bytes=0 total=0 "
-			       "percent=0.0 rate=0B/s eta=- error=\"", path);
-	for (const char *p = error; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			g_string_append_c(out, '\\');
-		g_string_append_c(out, *p == '\n' ? ' ' : *p);
-	}
-	g_string_append(out, "\"\n");
-}
-
 /* Lines for every file below @n. Tree lock held (read). */
 static void progress_collect(CfsNode *n, GString *out)
 {
@@ -362,9 +350,9 @@ static void progress_collect(CfsNode *n, GString *out)
 	if (n->kind != NODE_DIR)
 		return;
 	if (n->slot && n == n->slot->dir && n->slot->error)
-		error_line(out, n->path, n->slot->error);
+		cfs_progress_failed(out, n->path, n->slot->error);
 	if (n->error)
-		error_line(out, n->path, n->error);
+		cfs_progress_failed(out, n->path, n->error);
 	for (guint i = 0; i < n->children->len; i++)
 		progress_collect(n->children->pdata[i], out);
 }

@@ -155,22 +155,11 @@ static bool url_probe_abort(CfsHttpRequest *req, const void *data, gsize len)
 	return false;
 }
 
-/* "bytes 0-0/12345" -> 12345 */
-static bool url_total_from_range(const char *content_range, guint64 *out)
-{
-	const char *slash = content_range ? strrchr(content_range, '/') : NULL;
-	char *end = NULL;
-
-	if (!slash || slash[1] == '*')
-		return false;
-	*out = g_ascii_strtoull(slash + 1, &end, 10);
-	return end && end != slash + 1 && *end == '\0';
-}
-
 static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 {
 	g_autoptr(CfsHttpRequest) req = cfs_http_request_new(img->url);
 	g_autoptr(CfsExtentMap) map = NULL;
+	guint64 start, last;
 
 	req->has_range = true;
 	req->range_start = 0;
@@ -181,7 +170,7 @@ static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 	if (!cfs_http_perform(base->ctx->http, req, error))
 		return false;
 	if (req->status == 206 &&
-	    url_total_from_range(req->content_range, &img->size)) {
+	    cfs_http_content_range(req, &start, &last, &img->size)) {
 		img->random = true;
 	} else if (req->status == 200 && req->content_length >= 0) {
 		img->size = (guint64)req->content_length;
