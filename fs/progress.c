@@ -96,13 +96,9 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 		state = "failed";
 	else if (es == EXPORT_PREPARING)
 		state = "preparing";
-	else if (st.total && st.present == st.total)
-		state = "complete";
-	else if (!cache)
-		state = "idle";
-	else if (st.present == st.total)
-		state = "complete";
-	else if (st.inflight > 0)
+	else if (st.present == st.total && (st.total || cache))
+		state = "complete";	/* an all-hole disk once opened */
+	else if (cache && st.inflight > 0)
 		state = "transferring";
 	else
 		state = "idle";
