@@ -332,15 +332,12 @@ out_session:
 out_tree:
 	cfs_tree_free(&fs);
 	cfs_store_free(fs.engine.store);
-	slots_free(&fs);
-	if (error)
-		goto fail;
-	goto out_args;
 fail:
-	if (error)
-		fprintf(stderr, "cloudfs: %s\n", error->message);
-	ret = 1;
 	slots_free(&fs);
+	if (error) {
+		fprintf(stderr, "cloudfs: %s\n", error->message);
+		ret = 1;
+	}
 out_args:
 	free(cmd.mountpoint);
 	fuse_opt_free_args(&args);
