@@ -4,11 +4,16 @@
  * Requests arrive through a locked queue and curl_multi_wakeup(); failed
  * attempts wait in a list sorted by the time they may run again.
  */
+#include <glib/gstdio.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "error.h"
 #include "http.h"
+#include "secret.h"
 #include "util.h"
 
 #define ERROR_BODY_MAX (64 * 1024)
@@ -36,6 +41,113 @@ struct CfsHttp {
 
 };
 
+static GPrivate http_network_thread;
+
+bool cfs_http_on_network_thread(void)
+{
+	return g_private_get(&http_network_thread) != NULL;
+}
+
+/* --- settings --- */
+
+CfsHttpSettings *cfs_http_settings_new(void)
+{
+	CfsHttpSettings *s = g_new0(CfsHttpSettings, 1);
+
+	s->ref = 1;
+	return s;
+}
+
+CfsHttpSettings *cfs_http_settings_ref(CfsHttpSettings *settings)
+{
+	g_atomic_int_inc(&settings->ref);
+	return settings;
+}
+
+void cfs_http_settings_unref(CfsHttpSettings *s)
+{
+	if (!s || !g_atomic_int_dec_and_test(&s->ref))
+		return;
+	g_free(s->ca_file);
+	g_free(s->thumbprint);
+	g_free(s->client_cert);
+	g_free(s->client_key);
+	g_free(s->username);
+	cfs_secret_free(s->password);
+	g_free(s);
+}
+
+/* "AB:CD:…" or "abcd…" into 40 lower-case hex digits. */
+static char *thumbprint_normalize(const char *text)
+{
+	GString *out = g_string_new(NULL);
+
+	for (const char *p = text; *p; p++) {
+		if (*p == ':' || *p == ' ')
+			continue;
+		if (!g_ascii_isxdigit(*p))
+			break;
+		g_string_append_c(out, g_ascii_tolower(*p));
+	}
+	if (out->len != 40 || text[strspn(text, "0123456789abcdefABCDEF: ")]) {
+		g_string_free(out, TRUE);
+		return NULL;
+	}
+	return g_string_free(out, FALSE);
+}
+
+static bool settings_file(GKeyFile *conf, const char *section,
+			  const char *key, char **out, GError **error)
+{
+	g_autofree char *path = g_key_file_get_string(conf, section, key,
+						      NULL);
+
+	if (!path)
+		return true;
+	if (g_access(path, R_OK) != 0) {
+		g_set_error(error, CFS_ERROR, errno, "[%s] %s: cannot read %s: "
+			    "%s", section, key, path, g_strerror(errno));
+		return false;
+	}
+	g_free(*out);
+	*out = g_steal_pointer(&path);
+	return true;
+}
+
+bool cfs_http_settings_load(CfsHttpSettings *s, GKeyFile *conf,
+			    const char *section, GError **error)
+{
+	g_autofree char *thumb = g_key_file_get_string(conf, section,
+						       "thumbprint", NULL);
+	g_autoptr(GError) local = NULL;
+	bool insecure = g_key_file_get_boolean(conf, section, "insecure",
+					       &local);
+
+	if (local && !g_error_matches(local, G_KEY_FILE_ERROR,
+				      G_KEY_FILE_ERROR_KEY_NOT_FOUND)) {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] insecure: %s",
+			    section, local->message);
+		return false;
+	}
+	if (!local)
+		s->insecure = insecure;
+	if (thumb) {
+		g_free(s->thumbprint);
+		s->thumbprint = thumbprint_normalize(thumb);
+		if (!s->thumbprint) {
+			g_set_error(error, CFS_ERROR, EINVAL, "[%s] thumbprint: "
+				    "not a SHA-1 fingerprint (20 hex bytes, "
+				    "as AB:CD:…)", section);
+			return false;
+		}
+	}
+	return settings_file(conf, section, "ca_file", &s->ca_file, error) &&
+	       settings_file(conf, section, "client_cert", &s->client_cert,
+			     error) &&
+	       settings_file(conf, section, "client_key", &s->client_key,
+			     error);
+}
+
 void cfs_http_config_init(CfsHttpConfig *config)
 {
 	*config = (CfsHttpConfig){
@@ -56,6 +168,7 @@ CfsHttpRequest *cfs_http_request_new(const char *url)
 	req->url = g_strdup(url);
 	req->content_length = -1;
 	req->priority = CFS_HTTP_DEMAND;
+	req->follow_redirects = true;
 	req->resp_headers = g_hash_table_new_full(g_str_hash, g_str_equal,
 						  g_free, g_free);
 	return req;
@@ -72,6 +185,10 @@ void cfs_http_request_free(CfsHttpRequest *req)
 	g_free(req->content_range);
 	g_free(req->etag);
 	g_free(req->last_modified);
+	g_clear_pointer(&req->settings, cfs_http_settings_unref);
+	if (req->attempt_data_free)
+		req->attempt_data_free(req->attempt_data);
+	curl_slist_free_all(req->auth_headers);
 	g_clear_pointer(&req->body, g_bytes_unref);
 	g_clear_pointer(&req->response, g_byte_array_unref);
 	g_clear_pointer(&req->resp_headers, g_hash_table_unref);
@@ -95,6 +212,21 @@ bool cfs_http_content_range(const CfsHttpRequest *req, guint64 *start,
 void cfs_http_request_add_header(CfsHttpRequest *req, const char *header)
 {
 	req->headers = curl_slist_append(req->headers, header);
+}
+
+void cfs_http_request_set_settings(CfsHttpRequest *req,
+				   CfsHttpSettings *settings)
+{
+	g_clear_pointer(&req->settings, cfs_http_settings_unref);
+	if (settings)
+		req->settings = cfs_http_settings_ref(settings);
+}
+
+const char *cfs_http_response_header(const CfsHttpRequest *req,
+				     const char *name)
+{
+	return req->resp_headers ? g_hash_table_lookup(req->resp_headers,
+						       name) : NULL;
 }
 
 /* --- response parsing (network thread) --- */
@@ -184,40 +316,25 @@ static HttpHost *http_host(CfsHttp *http, const char *name)
 	return host;
 }
 
-static bool http_status_retryable(long status)
+CfsHttpClass cfs_http_classify_default(const CfsHttpRequest *req)
 {
-	return status == 408 || status == 429 || status == 500 ||
-	       status == 502 || status == 503 || status == 504;
-}
-
-/*
- * Throttling that is not a 429 or 503: the EBS direct APIs answer 400
- * RequestThrottledException, EC2 400 RequestLimitExceeded, S3 503
- * SlowDown, Azure 503 ServerBusy. Named in a header or the error body.
- */
-static bool http_throttling_answer(const CfsHttpRequest *req)
-{
-	static const char *const codes[] = {
-		"Throttling", "RequestThrottled", "ConcurrentLimitExceeded",
-		"RequestLimitExceeded", "SlowDown", "ServerBusy",
-		"TooManyRequests",
-	};
-	const char *type = g_hash_table_lookup(req->resp_headers,
-					       "x-amzn-errortype");
-	const char *code = g_hash_table_lookup(req->resp_headers,
-					       "x-ms-error-code");
-
-	if (req->status != 400 && req->status != 403)
-		return false;
-	for (guint i = 0; i < G_N_ELEMENTS(codes); i++) {
-		if ((type && g_str_has_prefix(type, codes[i])) ||
-		    (code && g_str_has_prefix(code, codes[i])) ||
-		    (req->response &&
-		     memmem(req->response->data, req->response->len, codes[i],
-			    strlen(codes[i]))))
-			return true;
+	switch (req->status) {
+	case 200 ... 299:
+		return CFS_HTTP_OK;
+	case 401:
+	case 403:
+		return CFS_HTTP_REAUTH;
+	case 408:
+	case 500:
+	case 502:
+	case 504:
+		return CFS_HTTP_RETRY;
+	case 429:
+	case 503:
+		return CFS_HTTP_THROTTLE;
+	default:
+		return CFS_HTTP_FINAL;
 	}
-	return false;
 }
 
 static bool http_curl_retryable(CURLcode code)
@@ -241,16 +358,99 @@ static bool http_curl_retryable(CURLcode code)
 
 /* --- starting and finishing attempts (network thread) --- */
 
-static bool http_start(CfsHttp *http, CfsHttpRequest *req)
+/* Trust a server certificate by its SHA-1 fingerprint alone (vSphere
+ * thumbprints), whoever signed it. */
+static int http_thumbprint_verify(X509_STORE_CTX *store, void *arg)
+{
+	const CfsHttpSettings *s = arg;
+	X509 *cert = X509_STORE_CTX_get0_cert(store);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	char hex[2 * EVP_MAX_MD_SIZE + 1];
+
+	if (!cert || !X509_digest(cert, EVP_sha1(), md, &len))
+		return 0;
+	for (unsigned int i = 0; i < len; i++)
+		g_snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (strcmp(hex, s->thumbprint) == 0)
+		return 1;
+	X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_UNTRUSTED);
+	return 0;
+}
+
+static CURLcode http_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
+{
+	SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_cert_verify_callback(ssl_ctx, http_thumbprint_verify, arg);
+	return CURLE_OK;
+}
+
+static void http_apply_settings(CfsHttp *http, CfsHttpRequest *req)
+{
+	const CfsHttpSettings *s = req->settings;
+	CURL *easy = req->easy;
+
+	if (http->config.insecure || (s && s->insecure)) {
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (!s)
+		return;
+	if (s->ca_file)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, s->ca_file);
+	if (s->thumbprint && !s->insecure) {
+		/* The fingerprint is the trust: no CA, no host name. */
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+		curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, http_ssl_ctx);
+		curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, (void *)s);
+	}
+	if (s->client_cert)
+		curl_easy_setopt(easy, CURLOPT_SSLCERT, s->client_cert);
+	if (s->client_key)
+		curl_easy_setopt(easy, CURLOPT_SSLKEY, s->client_key);
+	if (s->auth != CFS_HTTP_AUTH_NONE) {
+		curl_easy_setopt(easy, CURLOPT_HTTPAUTH,
+				 s->auth == CFS_HTTP_AUTH_NTLM ?
+					 CURLAUTH_NTLM : CURLAUTH_BASIC);
+		curl_easy_setopt(easy, CURLOPT_USERNAME, s->username);
+		curl_easy_setopt(easy, CURLOPT_PASSWORD, s->password);
+	}
+}
+
+/* Redirects stay on the same scheme and host: a signature or a bearer
+ * token is never sent elsewhere, and https never falls back to http. */
+static void http_apply_redirects(CfsHttpRequest *req)
+{
+	bool https = g_ascii_strncasecmp(req->url, "https:", 6) == 0;
+
+	if (!req->follow_redirects)
+		return;
+	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(req->easy, CURLOPT_REDIR_PROTOCOLS_STR,
+			 https ? "https" : "http,https");
+}
+
+static bool http_start(CfsHttp *http, CfsHttpRequest *req, GError **error)
 {
 	const CfsHttpConfig *c = &http->config;
-	CURL *easy = curl_easy_init();
+	CURL *easy;
 	char range[64];
 
-	if (!easy)
-		return false;
-	req->easy = easy;
 	req->attempt++;
+	if (req->on_attempt) {
+		g_clear_pointer(&req->auth_headers, curl_slist_free_all);
+		if (!req->on_attempt(req, error))
+			return false;
+	}
+	easy = curl_easy_init();
+	if (!easy) {
+		g_set_error(error, CFS_ERROR, ENOMEM, "cannot start a transfer "
+			    "to %s", req->host);
+		return false;
+	}
+	req->easy = easy;
 	req->errbuf[0] = '\0';
 	response_reset(req);
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
@@ -262,8 +462,6 @@ static bool http_start(CfsHttp *http, CfsHttpRequest *req)
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L * 1024);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, (long)c->connect_timeout_s);
@@ -272,12 +470,8 @@ static bool http_start(CfsHttp *http, CfsHttpRequest *req)
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "cloudfs/" CFS_VERSION);
 	if (req->timeout_s)
 		curl_easy_setopt(easy, CURLOPT_TIMEOUT, (long)req->timeout_s);
-	if (c->insecure) {
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
-	if (c->ca_file)
-		curl_easy_setopt(easy, CURLOPT_CAINFO, c->ca_file);
+	http_apply_settings(http, req);
+	http_apply_redirects(req);
 	if (req->has_range) {
 		g_snprintf(range, sizeof(range),
 			   "%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT,
@@ -296,10 +490,17 @@ static bool http_start(CfsHttp *http, CfsHttpRequest *req)
 				 (curl_off_t)len);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, data);
 	}
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	for (struct curl_slist *h = req->headers; h; h = h->next)
+		req->sent_headers = curl_slist_append(req->sent_headers, h->data);
+	for (struct curl_slist *h = req->auth_headers; h; h = h->next)
+		req->sent_headers = curl_slist_append(req->sent_headers, h->data);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->sent_headers);
 	if (curl_multi_add_handle(http->multi, easy) != CURLM_OK) {
 		curl_easy_cleanup(easy);
 		req->easy = NULL;
+		g_clear_pointer(&req->sent_headers, curl_slist_free_all);
+		g_set_error(error, CFS_ERROR, ENOMEM, "cannot start a transfer "
+			    "to %s", req->host);
 		return false;
 	}
 	http_host(http, req->host)->inflight++;
@@ -313,6 +514,7 @@ static void http_release(CfsHttp *http, CfsHttpRequest *req)
 	curl_multi_remove_handle(http->multi, req->easy);
 	curl_easy_cleanup(req->easy);
 	req->easy = NULL;
+	g_clear_pointer(&req->sent_headers, curl_slist_free_all);
 	http_host(http, req->host)->inflight--;
 	http->running--;
 	g_hash_table_remove(http->active, req);
@@ -352,49 +554,61 @@ static void http_done(CfsHttpRequest *req, GError *error)
 		g_error_free(error);
 }
 
+static CfsHttpClass http_classify(const CfsHttpRequest *req)
+{
+	const CfsHttpSettings *s = req->settings;
+
+	return s && s->classify ? s->classify(req) :
+				  cfs_http_classify_default(req);
+}
+
 static void http_finish(CfsHttp *http, CfsHttpRequest *req, CURLcode code)
 {
 	guint max = req->max_attempts ? req->max_attempts :
 					http->config.max_attempts;
 	HttpHost *host;
 	GError *error = NULL;
-	bool retry = false, throttled = false;
+	CfsHttpClass verdict = CFS_HTTP_FINAL;
 
 	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
 	http_release(http, req);
 	host = http_host(http, req->host);
 	if (code == CURLE_WRITE_ERROR && req->abort_ok)
 		code = CURLE_OK;
-	if (code == CURLE_OK && req->status >= 200 && req->status < 300) {
+	if (code == CURLE_OK)
+		verdict = http_classify(req);
+	req->verdict = verdict;
+	if (verdict == CFS_HTTP_OK) {
 		host->limit = MIN(host->limit + 0.25,
 				  (double)http->config.host_connections);
 		http_done(req, NULL);
 		return;
 	}
 	if (code == CURLE_OK) {
-		throttled = req->status == 429 || req->status == 503 ||
-			    http_throttling_answer(req);
-		retry = throttled || http_status_retryable(req->status);
-		error = g_error_new(CFS_ERROR, EIO, "HTTP %ld from %s",
+		error = g_error_new(CFS_ERROR, verdict == CFS_HTTP_REAUTH ?
+					EACCES : EIO, "HTTP %ld from %s",
 				    req->status, req->host);
 	} else if (code == CURLE_WRITE_ERROR) {
 		error = g_error_new(CFS_ERROR, ECANCELED, "transfer from %s "
 				    "cancelled", req->host);
 	} else {
-		retry = http_curl_retryable(code);
+		verdict = http_curl_retryable(code) ? CFS_HTTP_RETRY :
+						      CFS_HTTP_FINAL;
+		req->verdict = verdict;
 		error = g_error_new(CFS_ERROR,
 				    code == CURLE_OPERATION_TIMEDOUT ?
 					    ETIMEDOUT : EIO,
 				    "%s from %s", req->errbuf[0] ? req->errbuf :
 				    curl_easy_strerror(code), req->host);
 	}
-	if (throttled)
+	if (verdict == CFS_HTTP_THROTTLE)
 		host->limit = MAX(1.0, host->limit / 2);
-	if (retry && req->attempt < max) {
+	if ((verdict == CFS_HTTP_RETRY || verdict == CFS_HTTP_THROTTLE) &&
+	    req->attempt < max) {
 		g_debug("%s (attempt %u of %u), retrying", error->message,
 			req->attempt, max);
 		g_error_free(error);
-		http_retry_later(http, req, throttled);
+		http_retry_later(http, req, verdict == CFS_HTTP_THROTTLE);
 		return;
 	}
 	http_done(req, error);
@@ -421,11 +635,11 @@ static void http_start_pending(CfsHttp *http)
 			HttpHost *host = http_host(http, req->host);
 
 			if (host->inflight < (guint)host->limit) {
+				GError *error = NULL;
+
 				g_queue_delete_link(&http->pending[p], l);
-				if (!http_start(http, req))
-					http_done(req, g_error_new(CFS_ERROR,
-						ENOMEM, "cannot start a "
-						"transfer to %s", req->host));
+				if (!http_start(http, req, &error))
+					http_done(req, error);
 			}
 			l = next;
 		}
@@ -460,6 +674,7 @@ static gpointer http_thread(gpointer opaque)
 {
 	CfsHttp *http = opaque;
 
+	g_private_set(&http_network_thread, GINT_TO_POINTER(1));
 	for (;;) {
 		CURLMsg *msg;
 		int still, left;
@@ -520,7 +735,6 @@ CfsHttp *cfs_http_new(const CfsHttpConfig *config, GError **error)
 	CfsHttp *http = g_new0(CfsHttp, 1);
 
 	http->config = *config;
-	http->config.ca_file = g_strdup(config->ca_file);
 	http->multi = curl_multi_init();
 	if (!http->multi) {
 		g_free(http);
@@ -539,26 +753,39 @@ CfsHttp *cfs_http_new(const CfsHttpConfig *config, GError **error)
 	return http;
 }
 
+void cfs_http_stop(CfsHttp *http)
+{
+	bool joined;
+
+	g_mutex_lock(&http->lock);
+	joined = http->stopping;
+	http->stopping = true;
+	g_mutex_unlock(&http->lock);
+	if (joined)
+		return;
+	curl_multi_wakeup(http->multi);
+	g_thread_join(http->thread);
+	/* Requests submitted before the thread saw it stop. */
+	g_mutex_lock(&http->lock);
+	while (!g_queue_is_empty(&http->incoming)) {
+		CfsHttpRequest *req = g_queue_pop_head(&http->incoming);
+
+		g_mutex_unlock(&http->lock);
+		http_cancel(req);
+		g_mutex_lock(&http->lock);
+	}
+	g_mutex_unlock(&http->lock);
+}
+
 void cfs_http_free(CfsHttp *http)
 {
 	if (!http)
 		return;
-	g_mutex_lock(&http->lock);
-	http->stopping = true;
-	g_mutex_unlock(&http->lock);
-	curl_multi_wakeup(http->multi);
-	g_thread_join(http->thread);
-	/* Requests submitted after the thread stopped. */
-	while (!g_queue_is_empty(&http->incoming)) {
-		CfsHttpRequest *req = g_queue_pop_head(&http->incoming);
-
-		http_cancel(req);
-	}
+	cfs_http_stop(http);
 	curl_multi_cleanup(http->multi);
 	g_hash_table_unref(http->hosts);
 	g_hash_table_unref(http->active);
 	g_mutex_clear(&http->lock);
-	g_free(http->config.ca_file);
 	g_free(http);
 }
 
@@ -603,6 +830,7 @@ bool cfs_http_perform(CfsHttp *http, CfsHttpRequest *req, GError **error)
 {
 	HttpSync sync = { 0 };
 
+	cfs_assert_may_block();
 	g_assert(!req->on_done);
 	g_mutex_init(&sync.lock);
 	g_cond_init(&sync.cond);

@@ -13,6 +13,7 @@ typedef enum {
 } ExportState;
 
 struct CfsExport {
+	CfsExportReport report;	/* what export_start reports through */
 	CfsEngine *engine;
 	CfsProvider *prov;
 	CfsDisk *disk;
@@ -41,19 +42,33 @@ struct CfsExport {
 	bool streaming;		/* protected by lock: a stream runs */
 	bool released;		/* protected by lock: export_end was called */
 	gint ranges_ignored;	/* atomic: the server answered 200 to Range */
+
+	/* Renewing the source's grant (grant.c). */
+	CfsTimer *grant_timer;	/* protected by lock: ahead of expiry */
+	bool renewing;		/* protected by lock: a renew job runs */
+	GPtrArray *reauth;	/* protected by lock: requests refused with
+				 * the old grant, sent again after renew */
 };
 
-/* A job for the control pool: start or end an export. */
-typedef struct {
-	CfsExport *ex;
-	bool end;
-} CfsExportJob;
-
 /* export.c */
-void cfs_export_job(gpointer data, gpointer unused);
 void cfs_export_set_error(CfsExport *ex, const GError *error);
 /* Continue a read parked until the export was ready (or failed). */
 void cfs_read_go(gpointer ctx, const GError *error);
+
+/* Count a control-pool job of the engine's (cfs_engine_stop() waits for
+ * them), and its end. */
+void cfs_engine_job_begin(CfsEngine *engine);
+void cfs_engine_job_end(CfsEngine *engine);
+
+/* grant.c: keep the source's grant alive while the export is ready.
+ * start/stop: export lock not held; stop waits for a running tick. */
+void cfs_grant_start(CfsExport *ex);
+void cfs_grant_stop(CfsExport *ex);
+/* A request of the source was refused (401/403) with grant generation
+ * @gen: renew the grant (once for all such requests) and send it again.
+ * False if the source cannot renew, or the request was already sent
+ * again once: the caller then fails it. Network thread. */
+bool cfs_grant_reauth(CfsExport *ex, CfsHttpRequest *req, guint gen);
 
 /* fetch.c: the cache's fetch function, and the I/O pool's job. */
 void cfs_fetch_chunk(gpointer owner, guint64 idx, bool demand);

@@ -14,23 +14,37 @@ void cfs_engine_start(CfsEngine *engine)
 {
 	g_mutex_init(&engine->stop_lock);
 	g_cond_init(&engine->stop_cond);
-	engine->control = g_thread_pool_new(cfs_export_job, NULL, 4,
-					    FALSE, NULL);
 	engine->io = g_thread_pool_new(cfs_fetch_local_job, NULL, 2, FALSE,
 				       NULL);
 }
 
+void cfs_engine_job_begin(CfsEngine *engine)
+{
+	g_mutex_lock(&engine->stop_lock);
+	engine->jobs++;
+	g_mutex_unlock(&engine->stop_lock);
+}
+
+void cfs_engine_job_end(CfsEngine *engine)
+{
+	g_mutex_lock(&engine->stop_lock);
+	if (--engine->jobs == 0)
+		g_cond_broadcast(&engine->stop_cond);
+	g_mutex_unlock(&engine->stop_lock);
+}
+
 void cfs_engine_stop(CfsEngine *engine)
 {
+	if (!engine->io)
+		return;		/* never started */
 	g_mutex_lock(&engine->stop_lock);
 	engine->stopping = true;
 	g_cond_broadcast(&engine->stop_cond);
+	while (engine->jobs)
+		g_cond_wait(&engine->stop_cond, &engine->stop_lock);
 	g_mutex_unlock(&engine->stop_lock);
-	if (engine->control)
-		g_thread_pool_free(engine->control, FALSE, TRUE);
-	if (engine->io)
-		g_thread_pool_free(engine->io, FALSE, TRUE);
-	engine->control = engine->io = NULL;
+	g_thread_pool_free(engine->io, FALSE, TRUE);
+	engine->io = NULL;
 }
 
 /* What names the cache of an export: the provider, the disk, and the
@@ -42,11 +56,21 @@ static char *export_key(CfsExport *ex, const char *identity)
 			       identity);
 }
 
+static void export_phase(CfsExportReport *report, const char *phase,
+			 double percent);
+static bool export_wait(CfsExportReport *report, double seconds);
+
+static const CfsExportReportOps export_report_ops = {
+	.phase = export_phase,
+	.wait = export_wait,
+};
+
 CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 			  CfsDisk *disk, const char *path)
 {
 	CfsExport *ex = g_new0(CfsExport, 1);
 
+	ex->report.ops = &export_report_ops;
 	ex->engine = engine;
 	ex->prov = prov;
 	ex->disk = disk;
@@ -61,6 +85,7 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	g_mutex_init(&ex->job_lock);
 	g_cond_init(&ex->cond);
 	ex->parked = g_ptr_array_new();
+	ex->reauth = g_ptr_array_new();
 	ex->views = g_ptr_array_new_with_free_func(
 		(GDestroyNotify)cfs_view_free);
 	return ex;
@@ -76,6 +101,7 @@ void cfs_export_end(CfsExport *ex)
 	end = ex->source && !ex->released && ex->prov->ops->export_end;
 	ex->released = true;
 	g_mutex_unlock(&ex->lock);
+	cfs_grant_stop(ex);
 	if (end)
 		ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
 }
@@ -89,6 +115,8 @@ void cfs_export_free(CfsExport *ex)
 	cfs_source_free(ex->source);
 	cfs_disk_free(ex->disk);
 	g_ptr_array_unref(ex->parked);
+	g_assert(ex->reauth->len == 0);
+	g_ptr_array_unref(ex->reauth);
 	g_ptr_array_unref(ex->views);
 	g_free(ex->path);
 	g_free(ex->phase);
@@ -104,10 +132,11 @@ CfsDisk *cfs_export_disk(CfsExport *ex)
 	return ex->disk;
 }
 
-void cfs_export_report(CfsExportReport *report, const char *phase,
-		       double percent)
+static void export_phase(CfsExportReport *report, const char *phase,
+			 double percent)
 {
-	CfsExport *ex = (CfsExport *)report;
+	CfsExport *ex = G_STRUCT_MEMBER_P(report, -G_STRUCT_OFFSET(CfsExport,
+								   report));
 
 	g_mutex_lock(&ex->lock);
 	g_free(ex->phase);
@@ -116,9 +145,11 @@ void cfs_export_report(CfsExportReport *report, const char *phase,
 	g_mutex_unlock(&ex->lock);
 }
 
-bool cfs_export_wait(CfsExportReport *report, double seconds)
+static bool export_wait(CfsExportReport *report, double seconds)
 {
-	CfsEngine *engine = ((CfsExport *)report)->engine;
+	CfsExport *ex = G_STRUCT_MEMBER_P(report, -G_STRUCT_OFFSET(CfsExport,
+								   report));
+	CfsEngine *engine = ex->engine;
 	gint64 until = g_get_monotonic_time() +
 		       (gint64)(seconds * G_USEC_PER_SEC);
 	bool go_on;
@@ -154,6 +185,7 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
  * keeps serving reads; an open that needs more starts a new export. */
 static void export_end_job(CfsExport *ex)
 {
+	cfs_grant_stop(ex);
 	ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
 	g_message("%s: complete, export released", ex->path);
 }
@@ -168,11 +200,12 @@ static void export_start_job(CfsExport *ex)
 	int opens;
 
 	/* A released export starting again: its old bytes may be gone. */
+	cfs_grant_stop(ex);
 	g_clear_pointer(&ex->cache, cfs_cache_close);
 	g_clear_pointer(&ex->source, cfs_source_free);
 	ex->released = false;
 	src = ex->prov->ops->export_start(ex->prov, ex->disk,
-					  (CfsExportReport *)ex, &error);
+					  &ex->report, &error);
 	if (src) {
 		g_autofree char *key = export_key(ex, src->identity);
 
@@ -207,6 +240,8 @@ static void export_start_job(CfsExport *ex)
 	else
 		g_message("%s: ready, %" G_GUINT64_FORMAT " bytes, %s", ex->path,
 			  src->size, src->random ? "random access" : "stream");
+	if (cache)
+		cfs_grant_start(ex);
 	if (cache && opens)
 		cfs_cache_add_readers(cache, opens);
 	for (guint i = 0; i < parked->len; i++)
@@ -215,9 +250,16 @@ static void export_start_job(CfsExport *ex)
 		ex->ready_hook(ex, ex->ready_data);
 }
 
-void cfs_export_job(gpointer data, gpointer unused)
+/* A job for the control pool: start or end an export. */
+typedef struct {
+	CfsExport *ex;
+	bool end;
+} ExportJob;
+
+static void export_job(gpointer data)
 {
-	CfsExportJob *job = data;
+	ExportJob *job = data;
+	CfsEngine *engine = job->ex->engine;
 
 	/* One job of an export at a time: an end and a new start may be
 	 * queued back to back. */
@@ -228,15 +270,17 @@ void cfs_export_job(gpointer data, gpointer unused)
 		export_start_job(job->ex);
 	g_mutex_unlock(&job->ex->job_lock);
 	g_free(job);
+	cfs_engine_job_end(engine);
 }
 
 static void export_push_job(CfsExport *ex, bool end)
 {
-	CfsExportJob *job = g_new0(CfsExportJob, 1);
+	ExportJob *job = g_new0(ExportJob, 1);
 
 	job->ex = ex;
 	job->end = end;
-	g_thread_pool_push(ex->engine->control, job, NULL);
+	cfs_engine_job_begin(ex->engine);
+	cfs_control_push(ex->engine->ctx.control, export_job, job);
 }
 
 /* Whether every chunk is in. */

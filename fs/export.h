@@ -29,18 +29,19 @@ typedef struct {
 	CfsStore *store;
 	guint64 chunk_size;
 	guint parallel;
-	GThreadPool *control;	/* export_start/end: may block */
 	GThreadPool *io;	/* reads of local sources */
 	GMutex stop_lock;
-	GCond stop_cond;
+	GCond stop_cond;	/* stopping set, or jobs fell to 0 */
 	bool stopping;		/* protected by stop_lock */
+	guint jobs;		/* protected by stop_lock: control jobs of
+				 * exports (start, end, renew) running */
 } CfsEngine;
 
-/* The engine's pools. Main thread. */
+/* The engine's I/O pool; ctx.control must be set. Main thread. */
 void cfs_engine_start(CfsEngine *engine);
 /* At unmount: exports still preparing give up (cfs_export_wait() says
- * so), and the pools finish. The network thread must still run: a
- * provider may clean up what it made. */
+ * so), and the engine's jobs finish. The network thread must still run:
+ * a provider may clean up what it made. */
 void cfs_engine_stop(CfsEngine *engine);
 
 /* A new export of @disk (transfer full), shown as @path ("url/web01/disk"

@@ -32,6 +32,8 @@ typedef struct {
 	GByteArray *stage;	/* bytes from flushed to pos */
 	bool whole;		/* keep the whole piece (to verify it) */
 	bool started;		/* this attempt's body has begun */
+	bool reauthed;		/* sent again once after a 401/403 */
+	guint gen;		/* grant generation of this attempt */
 	GError *error;		/* ours, beats the transfer's */
 	/* the stream only */
 	guint64 claimed_idx;	/* chunk the stream fills now, or G_MAXUINT64 */
@@ -140,12 +142,44 @@ static bool piece_body(CfsHttpRequest *req, const void *data, gsize len)
 	return true;
 }
 
+/* Before each attempt: the source's current grant. */
+static bool piece_attempt(CfsHttpRequest *req, GError **error)
+{
+	Piece *p = req->user_data;
+	CfsSource *src = p->ex->source;
+
+	p->gen = __atomic_load_n(&src->grant_gen, __ATOMIC_ACQUIRE);
+	return !src->ops->authorize || src->ops->authorize(src, req, error);
+}
+
+/* A refused grant: renew it and send the request again, once. True if
+ * the request was taken for that. */
+static bool piece_reauth(Piece *p, CfsHttpRequest *req, const GError *error)
+{
+	if (!error || !g_error_matches(error, CFS_ERROR, EACCES) ||
+	    p->reauthed || p->error)
+		return false;
+	p->reauthed = true;
+	return cfs_grant_reauth(p->ex, req, p->gen);
+}
+
+/* The source's settings and grant for a request it planned. */
+static void piece_prepare(CfsExport *ex, CfsHttpRequest *req, Piece *p)
+{
+	if (!req->settings)
+		cfs_http_request_set_settings(req, ex->source->settings);
+	req->on_attempt = piece_attempt;
+	req->user_data = p;
+}
+
 static void piece_done(CfsHttpRequest *req, const GError *error)
 {
 	Piece *p = req->user_data;
 	ChunkJob *job = p->job;
 	CfsSource *src = p->ex->source;
 
+	if (piece_reauth(p, req, error))
+		return;
 	if (!error && !p->error && p->pos < p->piece.offset + p->piece.length)
 		p->error = g_error_new(CFS_ERROR, EIO, "short answer from %s",
 				       req->host);
@@ -206,11 +240,11 @@ static void fetch_http(CfsExport *ex, guint64 idx, bool demand)
 		CfsHttpRequest *req = sp->req;
 
 		p->job = job;
+		piece_prepare(ex, req, p);
 		req->priority = demand ? CFS_HTTP_DEMAND : CFS_HTTP_PREFETCH;
 		req->on_body = piece_body;
 		req->on_reset = piece_reset;
 		req->on_done = piece_done;
-		req->user_data = p;
 		req->timeout_s = MAX(req->timeout_s, 300);
 		cfs_http_submit(ex->engine->ctx.http, req);
 	}
@@ -275,6 +309,8 @@ static void stream_done(CfsHttpRequest *req, const GError *error)
 	g_autoptr(GError) failure = NULL;
 	bool again;
 
+	if (piece_reauth(p, req, error))
+		return;
 	if (error || p->error)
 		failure = g_error_copy(p->error ? p->error : error);
 	else if (p->pos < ex->source->size)
@@ -332,11 +368,11 @@ static void stream_start(CfsExport *ex)
 	p = piece_new(ex, sp, false);
 	p->piece.offset = 0;
 	p->pos = p->flushed = 0;
+	piece_prepare(ex, req, p);
 	req->priority = CFS_HTTP_DEMAND;
 	req->on_body = stream_body;
 	req->on_reset = piece_reset;
 	req->on_done = stream_done;
-	req->user_data = p;
 	cfs_http_submit(ex->engine->ctx.http, req);
 }
 

@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "common/control.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -29,6 +30,7 @@ typedef struct {
 	char *log;
 	unsigned parallel;
 	unsigned list_ttl;
+	unsigned list_wait;
 	unsigned stall_timeout;
 	int verbose;
 	int insecure;
@@ -45,6 +47,7 @@ static const struct fuse_opt cfs_opts[] = {
 	CFS_OPT("parallel=%u", parallel),
 	CFS_OPT("formats=%s", formats),
 	CFS_OPT("list_ttl=%u", list_ttl),
+	CFS_OPT("list_wait=%u", list_wait),
 	CFS_OPT("stall_timeout=%u", stall_timeout),
 	CFS_OPT("log=%s", log),
 	CFS_OPT("verbose", verbose),
@@ -67,6 +70,8 @@ static void usage(const char *prog)
 	       "    -o formats=LIST      extra views of raw disks, e.g. vmdk:qcow2\n"
 	       "                         (raw, vhd, vmdk, vhdx, qcow2)\n"
 	       "    -o list_ttl=SECONDS  how long an inventory is trusted (60)\n"
+	       "    -o list_wait=MS      how long a provider's folder waits for\n"
+	       "                         its first listing (3000)\n"
 	       "    -o stall_timeout=SECONDS  retry a transfer this long under\n"
 	       "                         1 KiB/s (30)\n"
 	       "    -o read_ahead=SIZE   kernel read-ahead of the mount (1M)\n"
@@ -110,17 +115,24 @@ static bool load_providers(CfsFs *fs, const char *path, bool given,
 	}
 	groups = g_key_file_get_groups(conf, NULL);
 	for (char **g = groups; *g; g++) {
-		const CfsProviderOps *ops = cfs_provider_find(*g);
+		g_autofree char *folder = NULL;
+		const CfsProviderOps *ops;
 		CfsProviderSlot *slot;
 		CfsProvider *prov;
 
-		if (!ops) {
-			g_set_error(error, CFS_ERROR, EINVAL,
-				    "config file %s: unknown section [%s]",
-				    path, *g);
-			return false;
+		ops = cfs_provider_for_section(*g, &folder, &local);
+		for (guint i = 0; ops && i < fs->slots->len; i++) {
+			CfsProviderSlot *other = fs->slots->pdata[i];
+
+			if (g_str_equal(other->prov->name, folder))
+				g_set_error(&local, CFS_ERROR, EINVAL,
+					    "sections [%s] and another both "
+					    "make the folder %s", *g, folder);
 		}
-		prov = ops->create(conf, *g, &fs->engine.ctx, &local);
+		if (ops && !local)
+			prov = ops->create(conf, *g, &fs->engine.ctx, &local);
+		else
+			prov = NULL;
 		if (!prov) {
 			g_set_error(error, CFS_ERROR, EINVAL,
 				    "config file %s: %s", path, local->message);
@@ -128,9 +140,11 @@ static bool load_providers(CfsFs *fs, const char *path, bool given,
 		}
 		prov->ops = ops;
 		prov->ctx = &fs->engine.ctx;
+		prov->name = g_steal_pointer(&folder);
 		slot = g_new0(CfsProviderSlot, 1);
 		slot->prov = prov;
-		g_mutex_init(&slot->list_lock);
+		g_mutex_init(&slot->lock);
+		g_cond_init(&slot->cond);
 		g_ptr_array_add(fs->slots, slot);
 	}
 	return true;
@@ -191,8 +205,11 @@ static void slots_free(CfsFs *fs)
 	for (guint i = 0; fs->slots && i < fs->slots->len; i++) {
 		CfsProviderSlot *slot = fs->slots->pdata[i];
 
+		g_autofree char *name = slot->prov->name;
+
 		slot->prov->ops->free(slot->prov);
-		g_mutex_clear(&slot->list_lock);
+		g_mutex_clear(&slot->lock);
+		g_cond_clear(&slot->cond);
 		g_free(slot->error);
 		g_free(slot);
 	}
@@ -207,7 +224,7 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config loop = { .clone_fd = 0,
 					 .max_idle_threads = 16 };
 	CfsOptions opts = { .parallel = 4, .list_ttl = 60,
-			    .stall_timeout = 30 };
+			    .list_wait = 3000, .stall_timeout = 30 };
 	CfsFs fs = { 0 };
 	struct fuse_session *se = NULL;
 	g_autoptr(GError) error = NULL;
@@ -271,6 +288,7 @@ int main(int argc, char *argv[])
 			    "option parallel: from 1 to 64");
 		goto fail;
 	}
+	cfs_owner_init(cache_dir);
 	if (!parse_formats(&fs, opts.formats, &error) ||
 	    !load_providers(&fs, config, opts.config != NULL, &error))
 		goto fail;
@@ -281,6 +299,7 @@ int main(int argc, char *argv[])
 	fs.engine.chunk_size = chunk_size;
 	fs.engine.parallel = opts.parallel;
 	fs.list_ttl_s = opts.list_ttl;
+	fs.list_wait_ms = opts.list_wait;
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.read_ahead_kb = (guint)(read_ahead / 1024);
@@ -308,7 +327,9 @@ int main(int argc, char *argv[])
 	fs.engine.ctx.http = cfs_http_new(&http_config, &error);
 	if (!fs.engine.ctx.http)
 		goto out_unmount;
+	fs.engine.ctx.control = cfs_control_new(32);
 	cfs_engine_start(&fs.engine);
+	cfs_tree_start(&fs);
 	g_message("mounted on %s (cache %s)", cmd.mountpoint, cache_dir);
 	tuner = g_thread_new("cfs-tune", tune_read_ahead, &fs);
 	/* Negative: a failure; positive: the signal that ended the loop
@@ -321,6 +342,10 @@ int main(int argc, char *argv[])
 	 * with it, and the exports go. */
 	cfs_engine_stop(&fs.engine);
 	cfs_tree_end_exports(&fs);
+	cfs_tree_stop(&fs);
+	/* A listing still running fails fast once the network stops. */
+	cfs_http_stop(fs.engine.ctx.http);
+	cfs_control_free(fs.engine.ctx.control);
 	cfs_http_free(fs.engine.ctx.http);
 	curl_global_cleanup();
 out_unmount:

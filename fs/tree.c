@@ -69,7 +69,8 @@ void cfs_tree_init(CfsFs *fs)
 	for (guint i = 0; i < fs->slots->len; i++) {
 		CfsProviderSlot *slot = fs->slots->pdata[i];
 
-		slot->dir = dir_new(fs, root, slot->prov->ops->name);
+		slot->fs = fs;
+		slot->dir = dir_new(fs, root, slot->prov->name);
 		slot->dir->slot = slot;
 		for (guint j = 0; j < slot->dir->children->len; j++)
 			((CfsNode *)slot->dir->children->pdata[j])->slot = slot;
@@ -265,24 +266,19 @@ static void prune(CfsNode *dir, GHashTable *seen)
 	}
 }
 
-static void slot_refresh(CfsFs *fs, CfsProviderSlot *slot)
+/* Control pool: one listing of a provider, applied to the tree. */
+static void slot_list_job(gpointer data)
 {
-	g_autoptr(GPtrArray) vms = NULL;
-	g_autoptr(GHashTable) seen = NULL;
+	CfsProviderSlot *slot = data;
+	CfsFs *fs = slot->fs;
+	g_autoptr(GPtrArray) vms = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)cfs_vm_free);
+	g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
 	g_autoptr(GError) error = NULL;
-	gint64 now = g_get_monotonic_time();
 
-	g_mutex_lock(&slot->list_lock);
-	if (slot->listed_at &&
-	    now - slot->listed_at < (gint64)fs->list_ttl_s * G_USEC_PER_SEC) {
-		g_mutex_unlock(&slot->list_lock);
-		return;
-	}
-	vms = g_ptr_array_new_with_free_func((GDestroyNotify)cfs_vm_free);
 	if (!slot->prov->ops->list(slot->prov, vms, &error))
-		g_warning("%s: listing failed: %s", slot->prov->ops->name,
+		g_warning("%s: listing failed: %s", slot->prov->name,
 			  error->message);
-	seen = g_hash_table_new(NULL, NULL);
 	g_rw_lock_writer_lock(&fs->lock);
 	g_free(slot->error);
 	slot->error = error ? g_strdup(error->message) : NULL;
@@ -292,20 +288,81 @@ static void slot_refresh(CfsFs *fs, CfsProviderSlot *slot)
 		prune(slot->dir, seen);
 	}
 	g_rw_lock_writer_unlock(&fs->lock);
+	g_mutex_lock(&slot->lock);
 	slot->listed_at = g_get_monotonic_time();
-	g_mutex_unlock(&slot->list_lock);
+	slot->listing = false;
+	g_cond_broadcast(&slot->cond);
+	g_mutex_unlock(&slot->lock);
+}
+
+/* Start a listing if the last one is older than the TTL; wait up to
+ * @wait_ms for a first one. Never waits for a refresh: the folder shows
+ * what is known meanwhile. */
+static void slot_refresh(CfsFs *fs, CfsProviderSlot *slot, guint wait_ms)
+{
+	gint64 now = g_get_monotonic_time();
+	gint64 until = now + (gint64)wait_ms * 1000;
+	bool start = false;
+
+	g_mutex_lock(&slot->lock);
+	if (!slot->listing &&
+	    (!slot->listed_at ||
+	     now - slot->listed_at >= (gint64)fs->list_ttl_s * G_USEC_PER_SEC)) {
+		slot->listing = true;
+		start = true;
+	}
+	g_mutex_unlock(&slot->lock);
+	if (start)
+		cfs_control_push(fs->engine.ctx.control, slot_list_job, slot);
+	g_mutex_lock(&slot->lock);
+	while (!slot->listed_at &&
+	       g_cond_wait_until(&slot->cond, &slot->lock, until))
+		;
+	g_mutex_unlock(&slot->lock);
+}
+
+/* Control pool: a provider's cleanup of what crashed daemons left. */
+static void slot_cleanup_job(gpointer data)
+{
+	CfsProviderSlot *slot = data;
+
+	slot->prov->ops->cleanup(slot->prov, false);
+}
+
+void cfs_tree_start(CfsFs *fs)
+{
+	for (guint i = 0; i < fs->slots->len; i++) {
+		CfsProviderSlot *slot = fs->slots->pdata[i];
+
+		slot_refresh(fs, slot, 0);
+		if (slot->prov->ops->cleanup)
+			cfs_control_push(fs->engine.ctx.control,
+					 slot_cleanup_job, slot);
+	}
+}
+
+void cfs_tree_stop(CfsFs *fs)
+{
+	for (guint i = 0; i < fs->slots->len; i++) {
+		CfsProviderSlot *slot = fs->slots->pdata[i];
+
+		if (slot->prov->ops->cleanup)
+			slot->prov->ops->cleanup(slot->prov, true);
+	}
 }
 
 void cfs_tree_refresh(CfsFs *fs, CfsNode *node)
 {
 	if (node->slot) {
-		slot_refresh(fs, node->slot);
+		slot_refresh(fs, node->slot, fs->list_wait_ms);
 		return;
 	}
-	if (node->ino == FUSE_ROOT_ID || (node->kind == NODE_PROGRESS &&
-					  node->target->ino == FUSE_ROOT_ID))
-		for (guint i = 0; i < fs->slots->len; i++)
-			slot_refresh(fs, fs->slots->pdata[i]);
+	if (node->ino != FUSE_ROOT_ID && !(node->kind == NODE_PROGRESS &&
+					   node->target->ino == FUSE_ROOT_ID))
+		return;
+	/* Every provider at once; the root itself never waits. */
+	for (guint i = 0; i < fs->slots->len; i++)
+		slot_refresh(fs, fs->slots->pdata[i], 0);
 }
 
 CfsNode *cfs_tree_lookup(CfsFs *fs, CfsNode *dir, const char *name)
@@ -315,7 +372,7 @@ CfsNode *cfs_tree_lookup(CfsFs *fs, CfsNode *dir, const char *name)
 	if (dir->kind != NODE_DIR)
 		return NULL;
 	if (dir->slot)
-		slot_refresh(fs, dir->slot);
+		slot_refresh(fs, dir->slot, fs->list_wait_ms);
 	g_rw_lock_reader_lock(&fs->lock);
 	n = child_find(dir, name);
 	g_rw_lock_reader_unlock(&fs->lock);
@@ -340,6 +397,22 @@ bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size)
 	}
 }
 
+/* The provider's own line: still listing for the first time, or why its
+ * listing failed. Tree lock held (read). */
+static void slot_progress(CfsProviderSlot *slot, GString *out)
+{
+	bool first;
+
+	g_mutex_lock(&slot->lock);
+	first = slot->listing && !slot->listed_at;
+	g_mutex_unlock(&slot->lock);
+	if (first)
+		g_string_append_printf(out, "%s state=listing\n",
+				       slot->dir->path);
+	else if (slot->error)
+		cfs_progress_failed(out, slot->dir->path, slot->error);
+}
+
 /* Lines for every file below @n. Tree lock held (read). */
 static void progress_collect(CfsNode *n, GString *out)
 {
@@ -349,8 +422,8 @@ static void progress_collect(CfsNode *n, GString *out)
 	}
 	if (n->kind != NODE_DIR)
 		return;
-	if (n->slot && n == n->slot->dir && n->slot->error)
-		cfs_progress_failed(out, n->path, n->slot->error);
+	if (n->slot && n == n->slot->dir)
+		slot_progress(n->slot, out);
 	if (n->error)
 		cfs_progress_failed(out, n->path, n->error);
 	for (guint i = 0; i < n->children->len; i++)

@@ -5,9 +5,13 @@
  * while mounted. Provider folders fill from the provider's inventory on
  * first use and again after the listing TTL.
  *
- * Lock order: a provider's list lock, then the tree lock, then export
- * locks. Nodes are never freed while mounted, so a node pointer taken
- * under the tree lock stays valid; its children array needs the lock.
+ * Inventories are listed on the control pool, every provider at once;
+ * a FUSE thread only waits a little for a provider's first listing.
+ *
+ * Lock order: the tree lock, then export locks; a slot's lock is a leaf
+ * (never held while listing). Nodes are never freed while
+ * mounted, so a node pointer taken under the tree lock stays valid; its
+ * children array needs the lock.
  */
 #pragma once
 
@@ -21,6 +25,7 @@ typedef enum {
 } CfsNodeKind;
 
 typedef struct CfsProviderSlot CfsProviderSlot;
+typedef struct CfsFs CfsFs;
 typedef struct CfsNode CfsNode;
 
 struct CfsNode {
@@ -41,17 +46,21 @@ struct CfsNode {
 
 struct CfsProviderSlot {
 	CfsProvider *prov;
+	CfsFs *fs;
 	CfsNode *dir;
-	GMutex list_lock;
-	gint64 listed_at;	/* protected by list_lock; 0: never */
+	GMutex lock;
+	GCond cond;		/* a listing finished */
+	gint64 listed_at;	/* protected by lock; 0: never */
+	bool listing;		/* protected by lock: a list job runs */
 	char *error;		/* protected by tree lock */
 };
 
-typedef struct {
+struct CfsFs {
 	CfsEngine engine;
 	GPtrArray *slots;		/* CfsProviderSlot* */
 	GPtrArray *views;		/* const CfsFormat*: formats= */
 	guint list_ttl_s;
+	guint list_wait_ms;		/* a first listing is waited for */
 	uid_t uid;
 	gid_t gid;
 	char *mountpoint;
@@ -61,10 +70,16 @@ typedef struct {
 	GRWLock lock;
 	GPtrArray *nodes;		/* protected by lock: ino - 1 -> node */
 	GPtrArray *exports;		/* protected by lock: all, for the end */
-} CfsFs;
+};
 
 /* Build the root, its .progress and a folder per provider. */
 void cfs_tree_init(CfsFs *fs);
+/* Start listing every provider, and their cleanup of what a crashed
+ * daemon left. Once the control pool runs. */
+void cfs_tree_start(CfsFs *fs);
+/* At unmount, after every export ended: each provider's cleanup of its
+ * own leftovers, and wait for list jobs. Blocks. */
+void cfs_tree_stop(CfsFs *fs);
 /* Give back what every export was granted. After the session loop. */
 void cfs_tree_end_exports(CfsFs *fs);
 /* Free every export and node. */
@@ -72,11 +87,11 @@ void cfs_tree_free(CfsFs *fs);
 
 /* The node for @ino, or NULL. Takes the tree lock briefly. */
 CfsNode *cfs_tree_get(CfsFs *fs, fuse_ino_t ino);
-/* The child @name of @dir, or NULL; lists the provider first if needed.
- * May block on the network (inventory). */
+/* The child @name of @dir, or NULL; a provider's listing is started if
+ * due, and a first one waited for up to list_wait_ms. FUSE threads. */
 CfsNode *cfs_tree_lookup(CfsFs *fs, CfsNode *dir, const char *name);
-/* Make sure @node's folder (and, for the root, every provider) is
- * listed. May block on the network (inventory). */
+/* Start listing @node's provider (for the root, every provider) if it is
+ * due; wait up to list_wait_ms for a first listing. FUSE threads. */
 void cfs_tree_refresh(CfsFs *fs, CfsNode *node);
 
 /* The size of a file node; false if not known yet (a disk whose export

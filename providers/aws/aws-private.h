@@ -23,8 +23,7 @@
 #define AWS_TAG_TEMPORARY "cloudfs:temporary"	/* "true": delete it */
 #define AWS_TAG_VOLUME "cloudfs:volume"
 #define AWS_TAG_INSTANCE "cloudfs:instance"
-#define AWS_TAG_HOST "cloudfs:host"		/* who made it */
-#define AWS_TAG_PID "cloudfs:pid"
+#define AWS_TAG_OWNER "cloudfs:owner"	/* cfs_owner_tag(): who made it */
 
 #define AWS_EC2_VERSION "2016-11-15"
 
@@ -54,7 +53,7 @@ typedef struct {
 	char *export_format;	/* vmdk, vhd, raw */
 	bool keep_snapshots;
 	bool keep_exports;
-	char *host;		/* this machine, for AWS_TAG_HOST */
+	CfsHttpSettings *settings;	/* [aws] TLS, and aws_classify */
 	double poll_s;		/* first poll interval of long operations */
 
 	GMutex lock;
@@ -62,7 +61,6 @@ typedef struct {
 	gint64 creds_at;	/* protected by lock; monotonic µs */
 	char *creds_source;	/* protected by lock: "environment", … */
 
-	GHashTable *cleaned;	/* regions swept for leftovers; list lock */
 } AwsProvider;
 
 /* What list() found about one volume; the CfsDisk's priv. */
@@ -96,11 +94,19 @@ char *aws_endpoint(AwsProvider *prov, AwsService svc, const char *region);
 
 /* --- call.c: signing and running requests --- */
 
-/* Sign @req (url, method, headers and body already set) for @svc in
- * @region and add the signature headers. Any thread. */
+/* Sign @req (url, method, headers and body already set) for @service in
+ * @region with the provider's credentials, now and again at each attempt
+ * (a retry gets a fresh date). Blocks (finds the credentials): control
+ * pool only. */
 bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
-	      const char *region, const void *body, gsize body_len,
-	      GError **error);
+	      const char *region, GError **error);
+/* Sign this attempt of @req with @creds into req->auth_headers. Never
+ * blocks: for a source's authorize on the network thread. */
+bool aws_sign_with(const CfsAwsCreds *creds, CfsHttpRequest *req,
+		   const char *service, const char *region, GError **error);
+/* How AWS's answers are retried (the provider's HTTP settings). Network
+ * thread. */
+CfsHttpClass aws_classify(const CfsHttpRequest *req);
 
 /* "AuthFailure: AWS was not able to validate …" from an AWS error body
  * (EC2 and S3 XML, EBS JSON with x-amzn-ErrorType), or NULL. Transfer
@@ -111,6 +117,23 @@ char *aws_error_text(const CfsHttpRequest *req);
  * the error carries AWS's code and message. @what names the call. */
 bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
 		 GError **error);
+
+/* The credentials a source signs its requests with: found on the control
+ * pool, used on the network thread. */
+typedef struct {
+	GMutex lock;		/* held only to take or swap creds */
+	CfsAwsCreds *creds;	/* protected by lock */
+} AwsGrant;
+
+/* Take @creds (transfer full). */
+void aws_grant_init(AwsGrant *grant, CfsAwsCreds *creds);
+void aws_grant_clear(AwsGrant *grant);
+/* Sign this attempt of @req. Never blocks. */
+bool aws_grant_sign(AwsGrant *grant, CfsHttpRequest *req, const char *service,
+		    const char *region, GError **error);
+/* Find the credentials again (rotated keys, new session tokens) and swap
+ * them in. Control pool. */
+bool aws_grant_renew(AwsProvider *prov, AwsGrant *grant, GError **error);
 
 /* --- ec2.c --- */
 
@@ -143,9 +166,9 @@ char *aws_form_escape(const char *s);
 bool aws_ec2_list_region(AwsProvider *prov, const char *region,
 			 GPtrArray *vms, GError **error);
 
-/* Delete snapshots a cloudfs on this machine made and left behind (its
- * process is gone). Failures are logged. List thread. */
-void aws_ec2_sweep(AwsProvider *prov, const char *region);
+/* Delete temporary snapshots whose owner tag is stale (see owner.h; with
+ * @self, this process's too). Failures are logged. Control pool. */
+void aws_ec2_sweep(AwsProvider *prov, const char *region, bool self);
 
 /* Snapshot lifecycle for ebs-direct: create (tagged), wait until
  * completed reporting progress, delete. */

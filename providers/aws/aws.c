@@ -21,6 +21,16 @@
 #include "common/error.h"
 #include "providers/aws/aws-private.h"
 
+static void aws_free(CfsProvider *base)
+{
+	AwsProvider *prov = (AwsProvider *)base;
+
+	aws_config_clear(prov);
+	cfs_http_settings_unref(prov->settings);
+	g_mutex_clear(&prov->lock);
+	g_free(prov);
+}
+
 static CfsProvider *aws_create(GKeyFile *conf, const char *section,
 			       CfsContext *ctx, GError **error)
 {
@@ -28,27 +38,16 @@ static CfsProvider *aws_create(GKeyFile *conf, const char *section,
 
 	prov->base.ctx = ctx;
 	g_mutex_init(&prov->lock);
-	prov->cleaned = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-					      NULL);
-	if (!aws_config_load(prov, conf, section, error)) {
-		aws_config_clear(prov);
-		g_hash_table_unref(prov->cleaned);
-		g_mutex_clear(&prov->lock);
-		g_free(prov);
+	prov->settings = cfs_http_settings_new();
+	prov->settings->classify = aws_classify;
+	if (!cfs_http_settings_load(prov->settings, conf, section, error) ||
+	    !aws_config_load(prov, conf, section, error)) {
+		aws_free(&prov->base);
 		return NULL;
 	}
 	return &prov->base;
 }
 
-static void aws_free(CfsProvider *base)
-{
-	AwsProvider *prov = (AwsProvider *)base;
-
-	aws_config_clear(prov);
-	g_hash_table_unref(prov->cleaned);
-	g_mutex_clear(&prov->lock);
-	g_free(prov);
-}
 
 static bool aws_list(CfsProvider *base, GPtrArray *vms, GError **error)
 {
@@ -72,12 +71,6 @@ static bool aws_list(CfsProvider *base, GPtrArray *vms, GError **error)
 			continue;
 		}
 		ok++;
-		/* Once per region and mount, after a listing that worked:
-		 * the credentials are good by then. */
-		if (!g_hash_table_contains(prov->cleaned, *r)) {
-			g_hash_table_add(prov->cleaned, g_strdup(*r));
-			aws_ec2_sweep(prov, *r);
-		}
 	}
 	if (ok == 0 && first) {
 		g_propagate_error(error, g_steal_pointer(&first));
@@ -108,6 +101,23 @@ static void aws_export_end(CfsProvider *base, CfsDisk *disk, CfsSource *src)
 		aws_ebs_export_end(prov, disk, src);
 }
 
+/* Temporary snapshots a crashed cloudfs of this machine and cache left,
+ * in every region listed. */
+static void aws_cleanup(CfsProvider *base, bool at_unmount)
+{
+	AwsProvider *prov = (AwsProvider *)base;
+	g_autoptr(GError) error = NULL;
+	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, &error);
+
+	if (!creds) {
+		g_debug("aws: no cleanup without credentials: %s",
+			error->message);
+		return;
+	}
+	for (char **r = prov->regions; *r; r++)
+		aws_ec2_sweep(prov, *r, at_unmount);
+}
+
 const CfsProviderOps cfs_aws_provider = {
 	.name = "aws",
 	.create = aws_create,
@@ -115,4 +125,5 @@ const CfsProviderOps cfs_aws_provider = {
 	.list = aws_list,
 	.export_start = aws_export_start,
 	.export_end = aws_export_end,
+	.cleanup = aws_cleanup,
 };

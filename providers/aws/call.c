@@ -10,30 +10,28 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/secret.h"
 #include "providers/aws/aws-private.h"
 
 #define AWS_ERROR_TEXT_MAX 300
 
 /* --- signing --- */
 
-bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
-	      const char *region, const void *body, gsize body_len,
-	      GError **error)
+bool aws_sign_with(const CfsAwsCreds *creds, CfsHttpRequest *req,
+		   const char *service, const char *region, GError **error)
 {
-	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, error);
 	g_autoptr(GPtrArray) hdrs = g_ptr_array_new();
 	g_autoptr(GPtrArray) out = NULL;
 	CfsSigV4Request sr = { 0 };
+	gsize body_len = 0;
 
-	if (!creds)
-		return false;
 	for (struct curl_slist *h = req->headers; h; h = h->next)
 		g_ptr_array_add(hdrs, h->data);
 	g_ptr_array_add(hdrs, NULL);
 	sr.method = req->method ? req->method : req->nobody ? "HEAD" : "GET";
 	sr.url = req->url;
 	sr.headers = (const char *const *)hdrs->pdata;
-	sr.body = body;
+	sr.body = req->body ? g_bytes_get_data(req->body, &body_len) : NULL;
 	sr.body_len = body_len;
 	sr.region = region;
 	sr.service = service;
@@ -44,10 +42,100 @@ bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
 		g_prefix_error(error, "signing a %s request: ", service);
 		return false;
 	}
+	g_clear_pointer(&req->auth_headers, curl_slist_free_all);
 	for (guint i = 0; i < out->len; i++) {
-		cfs_http_request_add_header(req, out->pdata[i]);
-		memset(out->pdata[i], 0, strlen(out->pdata[i]));
+		req->auth_headers = curl_slist_append(req->auth_headers,
+						      out->pdata[i]);
+		cfs_secret_wipe(out->pdata[i], strlen(out->pdata[i]));
 	}
+	/* A signature is for this host only. */
+	req->follow_redirects = false;
+	return true;
+}
+
+/* What a control-plane request is signed with at each attempt. */
+typedef struct {
+	CfsAwsCreds *creds;
+	char *service;
+	char *region;
+} AwsSignCtx;
+
+static void sign_ctx_free(gpointer data)
+{
+	AwsSignCtx *ctx = data;
+
+	cfs_aws_creds_unref(ctx->creds);
+	g_free(ctx->service);
+	g_free(ctx->region);
+	g_free(ctx);
+}
+
+static bool sign_attempt(CfsHttpRequest *req, GError **error)
+{
+	AwsSignCtx *ctx = req->attempt_data;
+
+	return aws_sign_with(ctx->creds, req, ctx->service, ctx->region,
+			     error);
+}
+
+bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
+	      const char *region, GError **error)
+{
+	CfsAwsCreds *creds = aws_creds_get(prov, error);
+	AwsSignCtx *ctx;
+
+	if (!creds)
+		return false;
+	ctx = g_new0(AwsSignCtx, 1);
+	ctx->creds = creds;
+	ctx->service = g_strdup(service);
+	ctx->region = g_strdup(region);
+	if (req->attempt_data_free)
+		req->attempt_data_free(req->attempt_data);
+	req->attempt_data = ctx;
+	req->attempt_data_free = sign_ctx_free;
+	req->on_attempt = sign_attempt;
+	/* Sign now too, so that a bad key fails here with its message. */
+	return aws_sign_with(creds, req, service, region, error);
+}
+
+/* --- the credentials a source signs with --- */
+
+void aws_grant_init(AwsGrant *grant, CfsAwsCreds *creds)
+{
+	g_mutex_init(&grant->lock);
+	grant->creds = creds;
+}
+
+void aws_grant_clear(AwsGrant *grant)
+{
+	g_clear_pointer(&grant->creds, cfs_aws_creds_unref);
+	g_mutex_clear(&grant->lock);
+}
+
+bool aws_grant_sign(AwsGrant *grant, CfsHttpRequest *req, const char *service,
+		    const char *region, GError **error)
+{
+	g_autoptr(CfsAwsCreds) creds = NULL;
+
+	g_mutex_lock(&grant->lock);
+	creds = cfs_aws_creds_ref(grant->creds);
+	g_mutex_unlock(&grant->lock);
+	return aws_sign_with(creds, req, service, region, error);
+}
+
+bool aws_grant_renew(AwsProvider *prov, AwsGrant *grant, GError **error)
+{
+	CfsAwsCreds *creds = aws_creds_get(prov, error);
+	CfsAwsCreds *old;
+
+	if (!creds)
+		return false;
+	g_mutex_lock(&grant->lock);
+	old = grant->creds;
+	grant->creds = creds;
+	g_mutex_unlock(&grant->lock);
+	cfs_aws_creds_unref(old);
 	return true;
 }
 
@@ -165,6 +253,7 @@ static void aws_explain(const CfsHttpRequest *req, const char *what,
 bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
 		 GError **error)
 {
+	cfs_http_request_set_settings(req, prov->settings);
 	if (!req->max_attempts)
 		req->max_attempts = 4;
 	if (!req->timeout_s)
@@ -173,4 +262,49 @@ bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
 		return true;
 	aws_explain(req, what, error);
 	return false;
+}
+
+/* --- classifying answers --- */
+
+/*
+ * Throttling that is not a 429 or 503: the EBS direct APIs answer 400
+ * RequestThrottledException, EC2 400 RequestLimitExceeded, S3 503
+ * SlowDown. Expired or rotated credentials and clock skew ask for a new
+ * signature: ExpiredToken, RequestExpired, InvalidToken.
+ */
+static bool aws_answer_names(const CfsHttpRequest *req,
+			     const char *const *codes)
+{
+	const char *type = cfs_http_response_header(req, "x-amzn-errortype");
+
+	for (guint i = 0; codes[i]; i++) {
+		if ((type && g_str_has_prefix(type, codes[i])) ||
+		    (req->response &&
+		     memmem(req->response->data, req->response->len, codes[i],
+			    strlen(codes[i]))))
+			return true;
+	}
+	return false;
+}
+
+CfsHttpClass aws_classify(const CfsHttpRequest *req)
+{
+	static const char *const throttling[] = {
+		"Throttling", "RequestThrottled", "ConcurrentLimitExceeded",
+		"RequestLimitExceeded", "SlowDown", "TooManyRequests", NULL,
+	};
+	static const char *const expired[] = {
+		"ExpiredToken", "RequestExpired", "InvalidToken",
+		"TokenRefreshRequired", NULL,
+	};
+
+	if ((req->status == 400 || req->status == 403) &&
+	    aws_answer_names(req, throttling))
+		return CFS_HTTP_THROTTLE;
+	if ((req->status == 400 || req->status == 403) &&
+	    aws_answer_names(req, expired))
+		return CFS_HTTP_REAUTH;
+	if (req->status == 403 || req->status == 400)
+		return CFS_HTTP_FINAL;
+	return cfs_http_classify_default(req);
 }

@@ -236,7 +236,6 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 	g_autofree char *env_url = aws_env("AWS_ENDPOINT_URL");
 	g_autofree char *profile_url = NULL;
 	g_autofree char *poll = conf_string(conf, section, "poll_interval");
-	char host[256] = "";
 
 	prov->profile = conf_string(conf, section, "profile");
 	prov->profile_explicit = prov->profile != NULL;
@@ -334,9 +333,6 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 	prov->poll_s = poll ? g_ascii_strtod(poll, NULL) : 1.0;
 	if (prov->poll_s <= 0.0 || prov->poll_s > 60.0)
 		prov->poll_s = 1.0;
-	if (gethostname(host, sizeof(host) - 1) != 0 || !*host)
-		g_strlcpy(host, "localhost", sizeof(host));
-	prov->host = g_strdup(host);
 	return true;
 }
 
@@ -350,7 +346,6 @@ void aws_config_clear(AwsProvider *prov)
 	g_free(prov->s3_bucket);
 	g_free(prov->s3_prefix);
 	g_free(prov->export_format);
-	g_free(prov->host);
 	g_free(prov->creds_source);
 	g_clear_pointer(&prov->creds, cfs_aws_creds_unref);
 }

@@ -22,13 +22,16 @@
 
 typedef struct {
 	AwsProvider *prov;
+	AwsGrant grant;
 	char *region;
 	char *snapshot_id;
 	char *base;		/* EBS endpoint */
 	guint64 block_size;
 	guint n;		/* listed blocks */
 	guint64 *index;		/* sorted block indexes */
-	char **token;		/* their BlockTokens */
+	GMutex lock;		/* held only to read or swap tokens */
+	char **token;		/* protected by lock: their BlockTokens */
+	gint64 expires;		/* real µs the tokens expire; 0: unknown */
 } EbsSource;
 
 static void ebs_source_free(CfsSource *src)
@@ -37,6 +40,8 @@ static void ebs_source_free(CfsSource *src)
 
 	if (!es)
 		return;
+	aws_grant_clear(&es->grant);
+	g_mutex_clear(&es->lock);
 	g_free(es->region);
 	g_free(es->snapshot_id);
 	g_free(es->base);
@@ -79,6 +84,22 @@ static bool json_u64(json_object *o, const char *key, guint64 *out)
 	return end && !*end;
 }
 
+/* ExpiryTime of the block tokens (seconds since the epoch, maybe with a
+ * fraction): the earliest of all pages counts. */
+static void ebs_note_expiry(json_object *obj, gint64 *expires)
+{
+	json_object *v = NULL;
+	double t;
+
+	if (!json_object_object_get_ex(obj, "ExpiryTime", &v) || !v)
+		return;
+	t = json_object_get_double(v);
+	if (t <= 0 || t > 1e11)
+		return;
+	if (!*expires || (gint64)(t * G_USEC_PER_SEC) < *expires)
+		*expires = (gint64)(t * G_USEC_PER_SEC);
+}
+
 /* ListSnapshotBlocks, every page, into @es; @volume_gib from the answer. */
 static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 			    guint64 *volume_gib, GError **error)
@@ -108,7 +129,7 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 					      es->snapshot_id, AWS_EBS_PAGE);
 		}
 		req = cfs_http_request_new(url);
-		if (!aws_sign(prov, req, "ebs", es->region, NULL, 0, error) ||
+		if (!aws_sign(prov, req, "ebs", es->region, error) ||
 		    !aws_perform(prov, req, what, error))
 			goto out;
 		text = req->response ?
@@ -124,6 +145,7 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 			goto out;
 		}
 		json_u64(obj, "VolumeSize", volume_gib);
+		ebs_note_expiry(obj, &es->expires);
 		for (size_t i = 0; i < json_object_array_length(arr); i++) {
 			json_object *b = json_object_array_get_idx(arr, i);
 			json_object *t = NULL;
@@ -168,10 +190,10 @@ out:
 
 /* --- the source --- */
 
-/* One GetSnapshotBlock per listed block in [off, off+len). Requests are
- * signed now: a signature is good for 15 minutes, and the engine sends
- * them at once. A block is fetched whole (its checksum covers all of it),
- * even when it is larger than the engine's chunk. */
+/* One GetSnapshotBlock per listed block in [off, off+len). The block token
+ * and the signature are added at each attempt (ebs_authorize): tokens are
+ * renewed on long copies. A block is fetched whole (its checksum covers
+ * all of it), even when it is larger than the engine's chunk. */
 static bool ebs_plan(CfsSource *src, guint64 off, guint64 len,
 		     GArray *pieces, GError **error)
 {
@@ -189,31 +211,108 @@ static bool ebs_plan(CfsSource *src, guint64 off, guint64 len,
 	}
 	for (guint i = lo; i < es->n; i++) {
 		guint64 start = es->index[i] * es->block_size;
-		g_autofree char *tok = NULL, *url = NULL;
+		g_autofree char *url = NULL;
 		CfsSourcePiece piece;
 
 		if (start >= off + len || start >= src->size)
 			break;
-		tok = cfs_sigv4_uri_encode(es->token[i], strlen(es->token[i]),
-					   false);
-		url = g_strdup_printf("%s/snapshots/%s/blocks/%" G_GUINT64_FORMAT
-				      "?blockToken=%s", es->base,
-				      es->snapshot_id, es->index[i], tok);
+		url = g_strdup_printf("%s/snapshots/%s/blocks/%" G_GUINT64_FORMAT,
+				      es->base, es->snapshot_id, es->index[i]);
 		piece.req = cfs_http_request_new(url);
 		piece.offset = start;
 		piece.length = MIN(es->block_size, src->size - start);
-		if (!aws_sign(es->prov, piece.req, "ebs", es->region, NULL, 0,
-			      error)) {
-			cfs_http_request_free(piece.req);
-			for (guint p = 0; p < pieces->len; p++)
-				cfs_http_request_free(g_array_index(
-					pieces, CfsSourcePiece, p).req);
-			g_array_set_size(pieces, 0);
-			return false;
-		}
 		g_array_append_val(pieces, piece);
 	}
 	return true;
+}
+
+/* The block's index, from the URL plan made. */
+static bool ebs_url_index(EbsSource *es, const char *url, guint *pos)
+{
+	const char *slash = strrchr(url, '/');
+	guint64 index;
+	char *end = NULL;
+	guint lo = 0, hi = es->n;
+
+	if (!slash)
+		return false;
+	index = g_ascii_strtoull(slash + 1, &end, 10);
+	if (end == slash + 1 || (*end && *end != '?'))
+		return false;
+	while (lo < hi) {
+		guint mid = lo + (hi - lo) / 2;
+
+		if (es->index[mid] < index)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*pos = lo;
+	return lo < es->n && es->index[lo] == index;
+}
+
+/* Each attempt: the block's current token in the query, then SigV4. */
+static bool ebs_authorize(CfsSource *src, CfsHttpRequest *req, GError **error)
+{
+	EbsSource *es = src->priv;
+	g_autofree char *base = g_strndup(req->url, strcspn(req->url, "?"));
+	g_autofree char *tok = NULL;
+	guint pos;
+
+	if (!ebs_url_index(es, base, &pos)) {
+		g_set_error(error, CFS_ERROR, EIO, "no block for %s", base);
+		return false;
+	}
+	g_mutex_lock(&es->lock);
+	tok = cfs_sigv4_uri_encode(es->token[pos], strlen(es->token[pos]),
+				   false);
+	g_mutex_unlock(&es->lock);
+	g_free(req->url);
+	req->url = g_strdup_printf("%s?blockToken=%s", base, tok);
+	return aws_grant_sign(&es->grant, req, "ebs", es->region, error);
+}
+
+/* Credentials again, and the block list again when its tokens are about
+ * to expire (long copies): same blocks, new tokens. */
+static bool ebs_renew(CfsSource *src, GError **error)
+{
+	EbsSource *es = src->priv;
+	gint64 margin = 10 * 60 * G_USEC_PER_SEC;
+	EbsSource fresh = { .prov = es->prov, .region = es->region,
+			    .snapshot_id = es->snapshot_id, .base = es->base };
+	guint64 volume_gib = 0;
+	bool same;
+
+	if (!aws_grant_renew(es->prov, &es->grant, error))
+		return false;
+	if (!es->expires || g_get_real_time() < es->expires - margin) {
+		cfs_source_set_expiry(src, es->expires);
+		return true;
+	}
+	if (!ebs_list_blocks(es->prov, &fresh, &volume_gib, error))
+		return false;
+	same = fresh.n == es->n && fresh.block_size == es->block_size &&
+	       memcmp(fresh.index, es->index, es->n * sizeof(guint64)) == 0;
+	if (same) {
+		g_mutex_lock(&es->lock);
+		for (guint i = 0; i < es->n; i++) {
+			char *old = es->token[i];
+
+			es->token[i] = fresh.token[i];
+			fresh.token[i] = old;
+		}
+		g_mutex_unlock(&es->lock);
+		es->expires = fresh.expires;
+		cfs_source_set_expiry(src, es->expires);
+	} else {
+		g_set_error(error, CFS_ERROR, EIO, "snapshot %s lists other "
+			    "blocks than before", es->snapshot_id);
+	}
+	for (guint i = 0; i < fresh.n; i++)
+		g_free(fresh.token[i]);
+	g_free(fresh.token);
+	g_free(fresh.index);
+	return same;
 }
 
 /* The block's SHA-256, base64, from x-amz-Checksum. */
@@ -249,6 +348,8 @@ static bool ebs_verify(CfsSource *src, const CfsSourcePiece *piece,
 
 static const CfsSourceOps ebs_source_ops = {
 	.plan = ebs_plan,
+	.authorize = ebs_authorize,
+	.renew = ebs_renew,
 	.verify = ebs_verify,
 	.free = ebs_source_free,
 };
@@ -262,19 +363,25 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 	CfsSource *src;
 	g_autofree CfsExtent *ext = NULL;
 	guint64 volume_gib = 0;
+	CfsAwsCreds *creds = aws_creds_get(prov, error);
 
+	if (!creds)
+		return NULL;
 	cfs_export_report(report, "snapshot", 0.0);
 	sid = aws_snapshot_create(prov, d, error);
-	if (!sid)
+	if (!sid) {
+		cfs_aws_creds_unref(creds);
 		return NULL;
+	}
 	es = g_new0(EbsSource, 1);
 	es->prov = prov;
+	aws_grant_init(&es->grant, creds);
+	g_mutex_init(&es->lock);
 	es->region = g_strdup(d->region);
 	es->snapshot_id = g_strdup(sid);
 	es->base = aws_endpoint(prov, AWS_EBS, d->region);
-	src = g_new0(CfsSource, 1);
-	src->ops = &ebs_source_ops;
-	src->priv = es;
+	src = cfs_source_new(&ebs_source_ops, es);
+	src->settings = cfs_http_settings_ref(prov->settings);
 	if (!aws_snapshot_wait(prov, d->region, sid, report, error) ||
 	    !ebs_list_blocks(prov, es, &volume_gib, error)) {
 		g_prefix_error(error, "%s: ", d->volume_id);
@@ -296,6 +403,7 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 	src->map = cfs_extent_map_new(src->size, ext, es->n);
 	src->random = true;
 	src->identity = g_strdup(sid);
+	cfs_source_set_expiry(src, es->expires);
 	g_message("aws: %s: snapshot %s has %u blocks of %" G_GUINT64_FORMAT
 		  " bytes with data (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
 		  " bytes)", d->volume_id, sid, es->n, es->block_size,

@@ -121,7 +121,7 @@ xmlDoc *aws_ec2_call(AwsProvider *prov, const char *region,
 	cfs_http_request_add_header(req, "Content-Type: application/"
 				    "x-www-form-urlencoded; charset=utf-8");
 	req->body = g_bytes_new(body, len);
-	if (!aws_sign(prov, req, "ec2", region, body, len, error)) {
+	if (!aws_sign(prov, req, "ec2", region, error)) {
 		g_prefix_error(error, "%s: ", what);
 		return NULL;
 	}
@@ -491,7 +491,6 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 		"cloudfs: temporary snapshot of %s (%s %s), deleted when "
 		"read", d->volume_id, d->instance_id, d->device);
 	g_autofree char *desc_e = aws_form_escape(desc);
-	g_autofree char *pid = g_strdup_printf("%d", (int)getpid());
 	g_autoptr(xmlDoc) doc = NULL;
 	char *id;
 
@@ -503,9 +502,8 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 		  prov->keep_snapshots ? "false" : "true");
 	tag_param(params, 2, AWS_TAG_VOLUME, d->volume_id);
 	tag_param(params, 3, AWS_TAG_INSTANCE, d->instance_id);
-	tag_param(params, 4, AWS_TAG_HOST, prov->host);
-	tag_param(params, 5, AWS_TAG_PID, pid);
-	tag_param(params, 6, "Name", "cloudfs temporary");
+	tag_param(params, 4, AWS_TAG_OWNER, cfs_owner_tag());
+	tag_param(params, 5, "Name", "cloudfs temporary");
 	doc = aws_ec2_call(prov, d->region, "CreateSnapshot", params->str,
 			   error);
 	if (!doc)
@@ -609,20 +607,7 @@ void aws_snapshot_delete(AwsProvider *prov, const char *region,
 			  error->message);
 }
 
-/* Whether a process of this machine with @pid is gone. */
-static bool pid_gone(const char *pid)
-{
-	char *end = NULL;
-	long p = pid ? strtol(pid, &end, 10) : 0;
-
-	if (!pid || end == pid || *end || p <= 0)
-		return true;
-	if (p == (long)getpid())
-		return false;
-	return kill((pid_t)p, 0) != 0 && errno == ESRCH;
-}
-
-void aws_ec2_sweep(AwsProvider *prov, const char *region)
+void aws_ec2_sweep(AwsProvider *prov, const char *region, bool self)
 {
 	g_autoptr(GError) error = NULL;
 	g_autoptr(xmlDoc) doc = aws_ec2_call(
@@ -639,21 +624,20 @@ void aws_ec2_sweep(AwsProvider *prov, const char *region)
 				       "snapshotSet/item");
 	     s; s = aws_xml_next(s, "item")) {
 		g_autofree char *id = aws_xml_text(s, "snapshotId");
-		g_autofree char *host = xml_tag(s, AWS_TAG_HOST);
-		g_autofree char *pid = xml_tag(s, AWS_TAG_PID);
+		g_autofree char *owner = xml_tag(s, AWS_TAG_OWNER);
 		g_autofree char *tmp = xml_tag(s, AWS_TAG_TEMPORARY);
 
 		if (!id || g_strcmp0(tmp, "true") != 0)
 			continue;
-		/* Another machine's cloudfs may still be reading it. */
-		if (g_strcmp0(host, prov->host) != 0 || !pid_gone(pid)) {
-			g_debug("aws: snapshot %s belongs to a running cloudfs "
-				"(%s pid %s)", id, host ? host : "?",
-				pid ? pid : "?");
+		/* Only what this machine and cache made, in a process that
+		 * is gone: another cloudfs may still be reading it. */
+		if (!cfs_owner_is_stale(owner, self)) {
+			g_debug("aws: snapshot %s is not ours to delete (owner "
+				"%s)", id, owner ? owner : "none");
 			continue;
 		}
 		g_message("aws: deleting snapshot %s left behind by an earlier "
-			  "cloudfs (pid %s)", id, pid ? pid : "?");
+			  "cloudfs (%s)", id, owner);
 		aws_snapshot_delete(prov, region, id);
 	}
 }

@@ -17,6 +17,7 @@
 
 typedef struct {
 	AwsProvider *prov;
+	AwsGrant grant;
 	char *region;
 	char *url;		/* of the object */
 	char *etag;
@@ -29,6 +30,7 @@ static void s3_source_free(CfsSource *src)
 
 	if (!ss)
 		return;
+	aws_grant_clear(&ss->grant);
 	g_free(ss->region);
 	g_free(ss->url);
 	g_free(ss->etag);
@@ -58,16 +60,28 @@ static bool s3_plan(CfsSource *src, guint64 off, guint64 len, GArray *pieces,
 	piece.req->range_start = off;
 	piece.req->range_end = off + len - 1;
 	cfs_http_request_add_header(piece.req, match);
-	if (!aws_sign(ss->prov, piece.req, "s3", ss->region, NULL, 0, error)) {
-		cfs_http_request_free(piece.req);
-		return false;
-	}
 	g_array_append_val(pieces, piece);
 	return true;
 }
 
+static bool s3_authorize(CfsSource *src, CfsHttpRequest *req, GError **error)
+{
+	S3Source *ss = src->priv;
+
+	return aws_grant_sign(&ss->grant, req, "s3", ss->region, error);
+}
+
+static bool s3_renew(CfsSource *src, GError **error)
+{
+	S3Source *ss = src->priv;
+
+	return aws_grant_renew(ss->prov, &ss->grant, error);
+}
+
 static const CfsSourceOps s3_source_ops = {
 	.plan = s3_plan,
+	.authorize = s3_authorize,
+	.renew = s3_renew,
 	.free = s3_source_free,
 };
 
@@ -188,6 +202,7 @@ CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
 	AwsDisk *d = disk->priv;
 	g_autofree char *key = NULL, *tid = NULL, *what = NULL;
 	g_autoptr(CfsHttpRequest) head = NULL;
+	CfsAwsCreds *creds;
 	S3Source *ss;
 	CfsSource *src;
 
@@ -204,18 +219,21 @@ CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
 		key = g_strdup_printf("%s%s.%s", prov->s3_prefix, tid,
 				      prov->export_format);
 	}
+	creds = aws_creds_get(prov, error);
+	if (!creds)
+		return NULL;
 	ss = g_new0(S3Source, 1);
 	ss->prov = prov;
+	aws_grant_init(&ss->grant, creds);
 	ss->region = g_strdup(d->region);
 	ss->key = g_strdup(key);
 	ss->url = s3_object_url(prov, d->region, prov->s3_bucket, key);
-	src = g_new0(CfsSource, 1);
-	src->ops = &s3_source_ops;
-	src->priv = ss;
+	src = cfs_source_new(&s3_source_ops, ss);
+	src->settings = cfs_http_settings_ref(prov->settings);
 	what = g_strdup_printf("S3 HEAD s3://%s/%s", prov->s3_bucket, key);
 	head = cfs_http_request_new(ss->url);
 	head->nobody = true;
-	if (!aws_sign(prov, head, "s3", d->region, NULL, 0, error) ||
+	if (!aws_sign(prov, head, "s3", d->region, error) ||
 	    !aws_perform(prov, head, what, error)) {
 		aws_s3_export_end(prov, disk, src);
 		cfs_source_free(src);
@@ -251,7 +269,7 @@ void aws_s3_export_end(AwsProvider *prov, CfsDisk *disk, CfsSource *src)
 			       ss->key);
 	req = cfs_http_request_new(ss->url);
 	req->method = g_strdup("DELETE");
-	if (!aws_sign(prov, req, "s3", ss->region, NULL, 0, &error) ||
+	if (!aws_sign(prov, req, "s3", ss->region, &error) ||
 	    !aws_perform(prov, req, what, &error))
 		g_warning("aws: could not delete the export: %s",
 			  error->message);

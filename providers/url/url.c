@@ -17,6 +17,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/secret.h"
 #include "common/util.h"
 #include "providers/provider.h"
 
@@ -42,14 +43,13 @@ typedef struct {
 typedef struct {
 	CfsProvider base;
 	GPtrArray *images;	/* UrlImage* */
+	CfsHttpSettings *settings;	/* [url] insecure, ca_file, … */
 } UrlProvider;
 
 static void url_image_free(UrlImage *img)
 {
 	g_free(img->name);
-	if (img->url)
-		memset(img->url, 0, strlen(img->url));
-	g_free(img->url);
+	cfs_secret_free(img->url);
 	g_free(img->format);
 	g_free(img->path);
 	g_free(img->error);
@@ -98,19 +98,28 @@ static bool url_parse_entry(UrlImage *img, GError **error)
 	return false;
 }
 
+/* Keys of the [url] section that are HTTP settings, not images. */
+static const char *const url_setting_keys[] = {
+	"insecure", "ca_file", "thumbprint", "client_cert", "client_key", NULL,
+};
+
 static CfsProvider *url_create(GKeyFile *conf, const char *section,
 			       CfsContext *ctx, GError **error)
 {
+	g_autoptr(CfsHttpSettings) settings = cfs_http_settings_new();
 	g_autoptr(GPtrArray) images =
 		g_ptr_array_new_with_free_func((GDestroyNotify)url_image_free);
 	g_auto(GStrv) keys = g_key_file_get_keys(conf, section, NULL, error);
 	UrlProvider *prov;
 
-	if (!keys)
+	if (!keys || !cfs_http_settings_load(settings, conf, section, error))
 		return NULL;
 	for (char **k = keys; *k; k++) {
-		UrlImage *img = g_new0(UrlImage, 1);
+		UrlImage *img;
 
+		if (g_strv_contains(url_setting_keys, *k))
+			continue;
+		img = g_new0(UrlImage, 1);
 		g_ptr_array_add(images, img);
 		img->name = cfs_name_sanitize(*k);
 		img->url = g_key_file_get_string(conf, section, *k, error);
@@ -136,6 +145,7 @@ static CfsProvider *url_create(GKeyFile *conf, const char *section,
 	prov = g_new0(UrlProvider, 1);
 	prov->base.ctx = ctx;
 	prov->images = g_steal_pointer(&images);
+	prov->settings = g_steal_pointer(&settings);
 	return &prov->base;
 }
 
@@ -144,6 +154,7 @@ static void url_free(CfsProvider *base)
 	UrlProvider *prov = (UrlProvider *)base;
 
 	g_ptr_array_unref(prov->images);
+	cfs_http_settings_unref(prov->settings);
 	g_free(prov);
 }
 
@@ -167,6 +178,7 @@ static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 	req->on_body = url_probe_abort;
 	req->max_attempts = 3;
 	req->timeout_s = 60;
+	cfs_http_request_set_settings(req, ((UrlProvider *)base)->settings);
 	if (!cfs_http_perform(base->ctx->http, req, error))
 		return false;
 	if (req->status == 206 &&
@@ -314,7 +326,12 @@ static bool url_list(CfsProvider *base, GPtrArray *vms, GError **error)
 						     img->size);
 
 			disk->map = cfs_extent_map_ref(img->map);
-			disk->id = g_strdup_printf("%s %s", img->url,
+			g_autofree char *shown = cfs_url_redact(img->url);
+
+			/* Not the query string: a presigned or SAS URL that
+			 * is rotated keeps its cache, and no signature
+			 * reaches the cache folder. */
+			disk->id = g_strdup_printf("%s %s", shown,
 						   img->identity);
 			disk->identity = g_strdup(disk->id);
 			disk->priv = img;
@@ -372,9 +389,7 @@ static void url_source_free(CfsSource *src)
 
 	if (us->fd >= 0)
 		close(us->fd);
-	if (us->url)
-		memset(us->url, 0, strlen(us->url));
-	g_free(us->url);
+	cfs_secret_free(us->url);
 	g_free(us->path);
 	g_free(us->etag);
 	g_free(us);
@@ -395,12 +410,12 @@ static CfsSource *url_export_start(CfsProvider *base, CfsDisk *disk,
 {
 	const UrlImage *img = disk->priv;
 	UrlSource *us = g_new0(UrlSource, 1);
-	CfsSource *src = g_new0(CfsSource, 1);
+	CfsSource *src = cfs_source_new(NULL, us);
 
 	us->fd = -1;
 	us->url = g_strdup(img->url);
 	us->etag = g_strdup(img->etag);
-	src->priv = us;
+	src->settings = cfs_http_settings_ref(((UrlProvider *)base)->settings);
 	src->size = disk->size;
 	src->random = img->random;
 	src->map = cfs_extent_map_ref(disk->map);
