@@ -350,6 +350,394 @@ static void test_image(gconstpointer data)
 	g_rmdir(dir);
 }
 
+
+static const RawDisk small_disk = {
+	"small", 2 * MiB + 512,
+	{ { 0, 100000 }, { MiB + 5, 300000 }, { 2 * MiB - 4096, 4608 } }, 23,
+	{ 0, 100000 },
+};
+
+static const Conversion *conversion(const char *name)
+{
+	for (guint i = 0; i < G_N_ELEMENTS(conversions); i++) {
+		if (g_str_equal(conversions[i].name, name))
+			return &conversions[i];
+	}
+	g_assert_not_reached();
+}
+
+/* The bytes of the small disk converted by @cv_name, NULL (test skipped)
+ * without qemu-img. */
+static guint8 *small_image(const char *cv_name, gsize *size)
+{
+	g_autofree char *qemu = g_find_program_in_path("qemu-img");
+	g_autofree char *dir = NULL, *raw_path = NULL, *img = NULL;
+	g_autofree guint8 *raw = NULL;
+	char *data = NULL;
+
+	if (!qemu) {
+		g_test_skip("qemu-img is not installed");
+		return NULL;
+	}
+	dir = g_dir_make_tmp("cfs-readers-XXXXXX", NULL);
+	raw_path = g_build_filename(dir, "disk.raw", NULL);
+	img = g_build_filename(dir, "disk.img", NULL);
+	raw = raw_disk_bytes(&small_disk);
+	raw_disk_write(raw, small_disk.size, raw_path);
+	g_assert_true(convert(qemu, conversion(cv_name), raw_path, img));
+	g_assert_true(g_file_get_contents(img, &data, size, NULL));
+	g_unlink(raw_path);
+	g_unlink(img);
+	g_rmdir(dir);
+	return (guint8 *)data;
+}
+
+/* Opening @fmt over @data fails with @code and @what in the message. */
+static void open_fails(const char *fmt, const guint8 *data, gsize size,
+		       int code, const char *what)
+{
+	g_autoptr(GError) error = NULL;
+	g_autoptr(CfsReader) r = mem_open(fmt, data, size, &error);
+
+	g_assert_null(r);
+	g_assert_error(error, CFS_ERROR, code);
+	if (what && !strstr(error->message, what))
+		g_error("\"%s\" not in \"%s\"", what, error->message);
+}
+
+static void vhd_fix_checksum(guint8 *f)
+{
+	guint32 sum = 0;
+
+	memset(f + 64, 0, 4);
+	for (guint i = 0; i < 512; i++)
+		sum += f[i];
+	cfs_put_be32(f + 64, ~sum);
+}
+
+static void test_corrupt_vhd(void)
+{
+	gsize size = 0;
+	g_autofree guint8 *img = small_image("vhd-fixed", &size);
+	g_autofree guint8 *bad = NULL;
+	guint8 *f;
+
+	if (!img)
+		return;
+	open_fails("vhd", img, size - 1, EIO, "cookie");
+	open_fails("vhd", img, 100, EIO, "too short");
+	bad = g_memdup2(img, size);
+	f = bad + size - 512;
+	f[30] ^= 1;
+	open_fails("vhd", bad, size, EIO, "checksum");
+	cfs_put_be64(f + 48, 1ull << 60);
+	vhd_fix_checksum(f);
+	open_fails("vhd", bad, size, EIO, "does not fit");
+	cfs_put_be64(f + 48, size);
+	vhd_fix_checksum(f);
+	open_fails("vhd", bad, size, EIO, "does not fit");
+	memcpy(bad, img, size);
+	cfs_put_be32(f + 60, 3);
+	vhd_fix_checksum(f);
+	open_fails("vhd", bad, size, ENOTSUP, "dynamic");
+}
+
+
+static guint32 get_le32(const guint8 *p)
+{
+	return p[0] | p[1] << 8 | p[2] << 16 | (guint32)p[3] << 24;
+}
+
+static guint64 get_le64(const guint8 *p)
+{
+	return get_le32(p) | (guint64)get_le32(p + 4) << 32;
+}
+
+/* File offset of the VHDX region whose GUID starts with @d1. */
+static guint64 vhdx_region(const guint8 *img, guint32 d1)
+{
+	const guint8 *t = img + 192 * KiB;
+
+	for (guint i = 0; i < get_le32(t + 8); i++) {
+		if (get_le32(t + 16 + 32 * i) == d1)
+			return get_le64(t + 32 + 32 * i);
+	}
+	g_assert_not_reached();
+}
+
+/* File offset of the VHDX metadata item whose GUID starts with @d1. */
+static guint64 vhdx_item(const guint8 *img, guint32 d1)
+{
+	guint64 m = vhdx_region(img, 0x8B7CA206);
+	const guint8 *t = img + m;
+
+	for (guint i = 0; i < (guint)(t[10] | t[11] << 8); i++) {
+		if (get_le32(t + 32 + 32 * i) == d1)
+			return m + get_le32(t + 48 + 32 * i);
+	}
+	g_assert_not_reached();
+}
+
+static void vhdx_fix_header(guint8 *h)
+{
+	memset(h + 4, 0, 4);
+	cfs_put_le32(h + 4, cfs_crc32c(0, h, 4 * KiB));
+}
+
+/* Index of the first fully present entry of the BAT at @bat. */
+static guint vhdx_first_present(const guint8 *bat)
+{
+	for (guint i = 0;; i++) {
+		if ((get_le64(bat + 8 * i) & 7) == 6)
+			return i;
+	}
+}
+
+static void test_corrupt_vhdx(void)
+{
+	gsize size = 0;
+	g_autofree guint8 *img = small_image("vhdx-dynamic", &size);
+	g_autofree guint8 *bad = NULL;
+	g_autoptr(CfsReader) r = NULL;
+	guint64 params, vsize, bat;
+	guint e;
+
+	if (!img)
+		return;
+	bad = g_memdup2(img, size);
+	params = vhdx_item(img, 0xCAA16737);
+	vsize = vhdx_item(img, 0x2FA54224);
+	bat = vhdx_region(img, 0x2DC27766);
+	e = vhdx_first_present(img + bat);
+	open_fails("vhdx", img, 300 * KiB, EIO, "too short");
+	open_fails("vhdx", img, bat + 4096, EIO, "region");
+	bad[64 * KiB + 100] ^= 1;	/* the other header still serves */
+	r = mem_open("vhdx", bad, size, NULL);
+	g_assert_nonnull(r);
+	bad[128 * KiB + 100] ^= 1;
+	open_fails("vhdx", bad, size, EIO, "no valid header");
+	memcpy(bad, img, size);
+	for (guint h = 1; h <= 2; h++) {
+		bad[h * 64 * KiB + 48] = 1;	/* a log to replay */
+		vhdx_fix_header(bad + h * 64 * KiB);
+	}
+	open_fails("vhdx", bad, size, ENOTSUP, "replay");
+	memcpy(bad, img, size);
+	bad[params + 4] |= 2;
+	open_fails("vhdx", bad, size, ENOTSUP, "differencing");
+	memcpy(bad, img, size);
+	cfs_put_le64(bad + vsize, 1ull << 62);
+	open_fails("vhdx", bad, size, EIO, "disk size");
+	cfs_put_le64(bad + vsize, 1000);
+	open_fails("vhdx", bad, size, EIO, "disk size");
+	memcpy(bad, img, size);
+	cfs_put_le32(bad + params, 3 * MiB);
+	open_fails("vhdx", bad, size, EIO, "block size");
+	memcpy(bad, img, size);
+	cfs_put_le64(bad + bat + 8 * e, (1ull << 40) << 20 | 6);
+	open_fails("vhdx", bad, size, EIO, "past the end");
+	cfs_put_le64(bad + bat + 8 * e, get_le64(img + bat + 8 * e) | 7);
+	open_fails("vhdx", bad, size, EIO, "state 7");
+	cfs_put_le64(bad + bat + 8 * e, 0);
+	g_clear_pointer(&r, cfs_reader_free);
+	r = mem_open("vhdx", bad, size, NULL);
+	g_assert_nonnull(r);
+	g_assert_cmpuint(cfs_reader_map(r)->data_bytes, <,
+			 cfs_reader_disk_size(r));
+}
+
+/* Byte offset of the grain that holds disk sector 0 in a VMDK. */
+static guint64 vmdk_grain0(const guint8 *img, guint64 *gte)
+{
+	guint64 gd = get_le64(img + 56) * 512;
+	guint64 gt = get_le32(img + gd) * 512ull;
+
+	*gte = gt;
+	return get_le32(img + gt) * 512ull;
+}
+
+static void test_corrupt_vmdk(void)
+{
+	gsize size = 0;
+	g_autofree guint8 *img = small_image("vmdk-stream", &size);
+	g_autofree guint8 *bad = NULL;
+	g_autoptr(CfsReader) r = NULL;
+	g_autoptr(GError) error = NULL;
+	guint8 buf[512];
+	guint64 gte, g0;
+
+	if (!img)
+		return;
+	bad = g_memdup2(img, size);
+	g0 = vmdk_grain0(img, &gte);
+	open_fails("vmdk", img, 300, EIO, "too short");
+	open_fails("vmdk", img, g0 + 100, EIO, "past the end");
+	cfs_put_le64(bad + 12, 1ull << 40);
+	open_fails("vmdk", bad, size, EIO, "capacity");
+	memcpy(bad, img, size);
+	cfs_put_le64(bad + 20, 3);
+	open_fails("vmdk", bad, size, EIO, "grain of");
+	cfs_put_le64(bad + 20, 4096);
+	open_fails("vmdk", bad, size, EIO, "grain of");
+	memcpy(bad, img, size);
+	cfs_put_le32(bad + 44, 1);
+	open_fails("vmdk", bad, size, EIO, "per table");
+	memcpy(bad, img, size);
+	cfs_put_le64(bad + 56, 1ull << 50);
+	open_fails("vmdk", bad, size, EIO, "directory");
+	memcpy(bad, img, size);
+	cfs_put_le32(bad + gte, 0xffffff00);
+	open_fails("vmdk", bad, size, EIO, "past the end");
+	memcpy(bad, img, size);
+	memcpy(bad, "# Disk DescriptorFile\n", 22);
+	open_fails("vmdk", bad, size, ENOTSUP, "descriptor");
+
+	/* bad data opens, then fails to read */
+	memcpy(bad, img, size);
+	cfs_put_le64(bad + g0, 12345);
+	r = mem_open("vmdk", bad, size, NULL);
+	g_assert_nonnull(r);
+	g_assert_false(cfs_reader_read(r, buf, 512, 0, box_read,
+				       &(Box){ .mem = bad, .size = size },
+				       &error));
+	g_assert_error(error, CFS_ERROR, EIO);
+	g_assert_nonnull(strstr(error->message, "marker"));
+	g_clear_error(&error);
+	memcpy(bad, img, size);
+	bad[g0 + 12] = 0;	/* not a zlib header */
+	g_assert_false(cfs_reader_read(r, buf, 512, 0, box_read,
+				       &(Box){ .mem = bad, .size = size },
+				       &error));
+	g_assert_error(error, CFS_ERROR, EIO);
+	g_clear_error(&error);
+	cfs_put_le32(bad + g0 + 8, 0x7fffffff);
+	g_assert_false(cfs_reader_read(r, buf, 512, 0, box_read,
+				       &(Box){ .mem = bad, .size = size },
+				       &error));
+	g_assert_error(error, CFS_ERROR, EIO);
+}
+
+/* A stream whose header leaves the directory to a footer, as VMware and
+ * this project's own view write it, reads the same. */
+static void test_vmdk_footer(void)
+{
+	gsize size = 0;
+	g_autofree guint8 *img = small_image("vmdk-stream", &size);
+	g_autofree guint8 *raw = raw_disk_bytes(&small_disk);
+	g_autofree guint8 *s = NULL;
+	g_autoptr(CfsReader) r = NULL;
+	g_autoptr(GError) error = NULL;
+	Box b = { .fd = -1 };
+
+	if (!img)
+		return;
+	s = g_malloc0(size + 3 * 512);
+	memcpy(s, img, size);
+	cfs_put_le32(s + size + 12, 3);			/* footer marker */
+	memcpy(s + size + 512, img, 512);		/* footer */
+	cfs_put_le64(s + 56, G_MAXUINT64);		/* GD at end */
+	b.mem = s;
+	b.size = size + 3 * 512;
+	r = box_open("vmdk", &b, &error);
+	g_assert_no_error(error);
+	check_pieces(r, &b, raw);
+	cfs_put_le32(s + size + 12, 2);
+	open_fails("vmdk", s, b.size, EIO, "footer");
+}
+
+
+static bool raw_mem_read(void *opaque, void *buf, gsize len, guint64 off,
+			 GError **error)
+{
+	memcpy(buf, (const guint8 *)opaque + off, len);
+	return true;
+}
+
+/* This project's views of a disk read back through the readers. */
+static void test_views(gconstpointer data)
+{
+	const char *name = data;
+	g_autofree guint8 *raw = raw_disk_bytes(&small_disk);
+	g_autoptr(CfsExtentMap) map = NULL;
+	g_autoptr(CfsView) v = NULL;
+	g_autoptr(CfsReader) r = NULL;
+	g_autoptr(GError) error = NULL;
+	g_autofree guint8 *img = NULL;
+	Box b = { .fd = -1 };
+
+	map = cfs_extent_map_new(small_disk.size, small_disk.ext, 3);
+	v = cfs_format_find(name)->create(map, &error);
+	g_assert_no_error(error);
+	b.size = cfs_view_size(v);
+	img = g_malloc(b.size);
+	g_assert_true(cfs_view_read(v, img, b.size, 0, raw_mem_read, raw,
+				    &error));
+	b.mem = img;
+	r = box_open(name, &b, &error);
+	g_assert_no_error(error);
+	g_assert_cmpuint(cfs_reader_disk_size(r), ==, small_disk.size);
+	check_pieces(r, &b, raw);
+	check_map(r, raw);
+}
+
+/* Random bytes changed in small images: errors, never a crash, and deps
+ * always inside the container. */
+static void fuzz_one(const char *fmt, guint8 *img, gsize size, GRand *rand)
+{
+	g_autoptr(GArray) deps = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
+	g_autoptr(CfsReader) r = NULL;
+	g_autoptr(GError) error = NULL;
+	Box b = { .fd = -1, .mem = img, .size = size };
+	guint64 n;
+
+	r = box_open(fmt, &b, &error);
+	if (!r)
+		return;
+	n = MIN(cfs_reader_disk_size(r), 4 * MiB);
+	cfs_reader_deps(r, 0, G_MAXUINT64, deps);
+	check_deps(&b, deps);
+	g_array_set_size(deps, 0);
+	cfs_reader_deps(r, 0, n, deps);
+	check_deps(&b, deps);
+	if (n) {
+		g_autofree guint8 *buf = g_malloc(n);
+
+		b.allowed = deps;
+		cfs_reader_read(r, buf, n, 0, box_read, &b, NULL);
+	}
+}
+
+static void test_fuzz(gconstpointer data)
+{
+	const char *cv_name = data;
+	gsize size = 0;
+	g_autofree guint8 *img = small_image(cv_name, &size);
+	g_autofree guint8 *bad = NULL;
+	g_autoptr(GRand) rand = g_rand_new_with_seed(42);
+	const char *fmt = conversion(cv_name)->reader;
+
+	if (!img)
+		return;
+	bad = g_malloc(size);
+	for (guint i = 0; i < 300; i++) {
+		guint k = g_rand_int_range(rand, 1, 5);
+
+		memcpy(bad, img, size);
+		for (guint j = 0; j < k; j++) {
+			guint64 span = MIN(size, 4 * MiB), pos;
+
+			if (g_rand_boolean(rand))
+				pos = g_rand_double(rand) * span;
+			else
+				pos = size - 1 - g_rand_int_range(rand, 0,
+								  4096);
+			bad[pos] = g_rand_boolean(rand) ? 0xff :
+							  g_rand_int(rand);
+		}
+		fuzz_one(fmt, bad, size, rand);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static ImageCase cases[G_N_ELEMENTS(raw_disks) *
@@ -367,6 +755,19 @@ int main(int argc, char **argv)
 					    raw_disks[d].name);
 			g_test_add_data_func(p, &cases[n++], test_image);
 		}
+	}
+	g_test_add_func("/readers/corrupt/vhd", test_corrupt_vhd);
+	g_test_add_func("/readers/corrupt/vhdx", test_corrupt_vhdx);
+	g_test_add_func("/readers/corrupt/vmdk", test_corrupt_vmdk);
+	g_test_add_func("/readers/vmdk/footer", test_vmdk_footer);
+	g_test_add_data_func("/readers/views/vhd", "vhd", test_views);
+	g_test_add_data_func("/readers/views/vhdx", "vhdx", test_views);
+	g_test_add_data_func("/readers/views/vmdk", "vmdk", test_views);
+	for (guint c = 0; c < G_N_ELEMENTS(conversions); c++) {
+		g_autofree char *p = g_strdup_printf("/readers/fuzz/%s",
+						     conversions[c].name);
+
+		g_test_add_data_func(p, conversions[c].name, test_fuzz);
 	}
 	return g_test_run();
 }
