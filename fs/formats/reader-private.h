@@ -67,7 +67,7 @@ struct CfsReader {
 	CfsExtentMap *map;		/* virtual allocation map, owned */
 	guint64 container_size;
 	CfsExtentMap *container_map;	/* a reference, or NULL */
-	CfsReaderRun *runs;		/* sorted by voff, for ops->piece NULL */
+	CfsReaderRun *runs;		/* by voff; used when no ops->piece */
 	guint nruns;
 };
 

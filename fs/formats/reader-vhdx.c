@@ -286,7 +286,7 @@ static bool vhdx_metadata(const CfsContainer *c, VhdxInfo *x, GError **error)
 	guint64 off[ITEMS] = { 0 }, lo = G_MAXUINT64, hi = 0;
 
 	if (x->meta_len < VHDX_META_TABLE)
-		return cfs_reader_bad(error, "vhdx", "metadata region too short");
+		return cfs_reader_bad(error, "vhdx", "short metadata region");
 	t = g_malloc(VHDX_META_TABLE);
 	if (!cfs_container_read(c, t, VHDX_META_TABLE, x->meta_off, error))
 		return false;
@@ -352,7 +352,7 @@ static bool vhdx_entries(BatCtx *b, const guint8 *p, guint64 first,
 		if (pos == ratio) {	/* sector bitmap block */
 			if ((e & 7) != 0 && (e & 7) != 6)
 				return cfs_reader_bad(error, "vhdx",
-						      "bad sector bitmap entry");
+						      "bad sector bitmap");
 			continue;
 		}
 		if (!vhdx_payload(b, i / (ratio + 1) * ratio + pos, e, error))

@@ -196,6 +196,17 @@ static GArray *vmdk_gd(const CfsContainer *c, VmdkReader *v, GError **error)
 	return g_steal_pointer(&refs);
 }
 
+/* End of the group of adjacent tables from @i that one read takes. */
+static guint vmdk_gt_group(const VmdkGtRef *r, guint n, guint i)
+{
+	guint j = i + 1;
+
+	while (j < n && r[j].sector == r[j - 1].sector + VMDK_GT_SECTORS &&
+	       (j - i + 1) * VMDK_GT_BYTES <= VMDK_GT_READ)
+		j++;
+	return j;
+}
+
 /* Read the tables @refs names, adjacent ones in one read. */
 static bool vmdk_gts(const CfsContainer *c, VmdkReader *v, GArray *refs,
 		     GError **error)
@@ -207,11 +218,7 @@ static bool vmdk_gts(const CfsContainer *c, VmdkReader *v, GArray *refs,
 	for (guint i = 0, j; i < refs->len; i = j) {
 		guint32 *dst = v->gt + (gsize)i * VMDK_GTES;
 
-		for (j = i + 1; j < refs->len &&
-				r[j].sector == r[j - 1].sector + VMDK_GT_SECTORS &&
-				(j - i + 1) * VMDK_GT_BYTES <= VMDK_GT_READ;
-		     j++)
-			;
+		j = vmdk_gt_group(r, refs->len, i);
 		if (!cfs_container_read(c, dst, (j - i) * VMDK_GT_BYTES,
 					r[i].sector * VMDK_SECTOR, error))
 			return false;

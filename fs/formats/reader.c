@@ -308,8 +308,9 @@ bool cfs_reader_read(const CfsReader *r, void *buf, gsize len, guint64 off,
 
 		reader_piece(r, off, len, &p);
 		if (!reader_read_piece(r, &p, dst, &c, error)) {
-			g_prefix_error(error, "%s disk offset %" G_GUINT64_FORMAT
-				       ": ", r->format->name, off);
+			g_prefix_error(error, "%s disk offset %"
+				       G_GUINT64_FORMAT ": ", r->format->name,
+				       off);
 			return false;
 		}
 		dst += p.len;

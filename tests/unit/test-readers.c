@@ -749,7 +749,8 @@ int main(int argc, char **argv)
 		for (guint c = 0; c < G_N_ELEMENTS(conversions); c++) {
 			g_autofree char *p = NULL;
 
-			cases[n] = (ImageCase){ &raw_disks[d], &conversions[c] };
+			cases[n].rd = &raw_disks[d];
+			cases[n].cv = &conversions[c];
 			p = g_strdup_printf("/readers/qemu-img/%s/%s",
 					    conversions[c].name,
 					    raw_disks[d].name);
