@@ -83,9 +83,10 @@ CfsOAuth2 *cfs_oauth2_new_custom(const CfsOAuth2Options *o,
 /*
  * The current access token, fetched when none is cached or it expires
  * within the margin. One fetch at a time: other callers wait for it and
- * share its result. If a renewal fails while the cached token has not
- * expired yet, that token is returned (and the failure logged; the next
- * try is 5 s later). Transfer full, a secret: free with cfs_secret_free.
+ * share its result, except that while a renewal is under way a cached
+ * token still valid for half the margin is returned at once. If a renewal
+ * fails while the cached token has not expired yet, that token is
+ * returned (and the failure logged; the next try is 5 s later). Transfer full, a secret: free with cfs_secret_free.
  * BLOCKS on the network: any thread but the network thread.
  */
 char *cfs_oauth2_token(CfsOAuth2 *o, GError **error);
