@@ -4,6 +4,7 @@
 #pragma once
 
 #include "fs/export.h"
+#include "fs/formats/reader.h"
 
 typedef enum {
 	EXPORT_IDLE,		/* never opened */
@@ -25,8 +26,15 @@ struct CfsExport {
 	ExportState state;	/* protected by lock */
 	CfsSource *source;	/* set once READY, then constant */
 	CfsCache *cache;	/* set once READY, then constant */
+	CfsReader *reader;	/* set once READY for a container disk that
+				 * has views, then constant: the views read
+				 * the virtual disk through it */
+	bool has_views;		/* protected by lock: a view file exists */
 	GPtrArray *parked;	/* protected by lock: reads before READY */
-	GPtrArray *views;	/* protected by lock: CfsView*, made once */
+	GPtrArray *views;	/* protected by lock: CfsView*, made once per
+				 * export of the disk */
+	GPtrArray *retired;	/* protected by lock: views of earlier
+				 * exports, freed with the export */
 	CfsExportReadyFn ready_hook;
 	gpointer ready_data;
 	int opens;		/* protected by lock */

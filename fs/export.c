@@ -88,6 +88,8 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	ex->reauth = g_ptr_array_new();
 	ex->views = g_ptr_array_new_with_free_func(
 		(GDestroyNotify)cfs_view_free);
+	ex->retired = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)cfs_view_free);
 	return ex;
 }
 
@@ -111,6 +113,7 @@ void cfs_export_free(CfsExport *ex)
 	if (!ex)
 		return;
 	cfs_export_end(ex);
+	cfs_reader_free(ex->reader);
 	cfs_cache_close(ex->cache);
 	cfs_source_free(ex->source);
 	cfs_disk_free(ex->disk);
@@ -118,6 +121,7 @@ void cfs_export_free(CfsExport *ex)
 	g_assert(ex->reauth->len == 0);
 	g_ptr_array_unref(ex->reauth);
 	g_ptr_array_unref(ex->views);
+	g_ptr_array_unref(ex->retired);
 	g_free(ex->path);
 	g_free(ex->phase);
 	g_free(ex->error);
@@ -190,6 +194,79 @@ static void export_end_job(CfsExport *ex)
 	g_message("%s: complete, export released", ex->path);
 }
 
+/* --- container disks --- */
+
+typedef struct {
+	GMutex lock;
+	GCond cond;
+	bool woken;
+	GError *error;
+} SyncRead;
+
+static void sync_read_wake(CfsCacheHold *hold, gpointer data,
+			   const GError *error)
+{
+	SyncRead *sync = data;
+
+	g_mutex_lock(&sync->lock);
+	sync->error = error ? g_error_copy(error) : NULL;
+	sync->woken = true;
+	g_cond_signal(&sync->cond);
+	g_mutex_unlock(&sync->lock);
+}
+
+/* Read container bytes through the cache, waiting for their chunks: for
+ * a reader's metadata, on the control pool only. */
+static bool export_read_wait(void *opaque, void *buf, gsize len, guint64 off,
+			     GError **error)
+{
+	CfsCache *cache = opaque;
+	CfsExtent range = { off, len };
+	CfsCacheHold *hold = NULL;
+	SyncRead sync = { 0 };
+	bool ok;
+
+	g_mutex_init(&sync.lock);
+	g_cond_init(&sync.cond);
+	if (cfs_cache_acquire(cache, &range, 1, sync_read_wake, &sync,
+			      &hold)) {
+		sync.woken = true;
+	}
+	g_mutex_lock(&sync.lock);
+	while (!sync.woken)
+		g_cond_wait(&sync.cond, &sync.lock);
+	g_mutex_unlock(&sync.lock);
+	ok = !sync.error && cfs_cache_pread(cache, buf, len, off, error);
+	if (sync.error)
+		g_propagate_error(error, sync.error);
+	cfs_cache_release(hold);
+	g_mutex_clear(&sync.lock);
+	g_cond_clear(&sync.cond);
+	return ok;
+}
+
+/* The reader of a container disk whose views are asked for, opened
+ * over the cache (its metadata is fetched now, on demand). */
+static bool export_open_reader(CfsExport *ex, CfsSource *src,
+			       CfsCache *cache, CfsReader **out,
+			       GError **error)
+{
+	const CfsReaderFormat *rf = cfs_reader_find(ex->disk->format);
+	bool views;
+
+	g_mutex_lock(&ex->lock);
+	views = ex->has_views;
+	g_mutex_unlock(&ex->lock);
+	if (!rf || !views)
+		return true;
+	*out = rf->open(src->size, src->map, export_read_wait, cache, error);
+	if (!*out) {
+		g_prefix_error(error, "reading the %s container: ", rf->name);
+		return false;
+	}
+	return true;
+}
+
 static void export_start_job(CfsExport *ex)
 {
 	CfsEngine *engine = ex->engine;
@@ -197,10 +274,20 @@ static void export_start_job(CfsExport *ex)
 	g_autoptr(GPtrArray) parked = NULL;
 	CfsSource *src;
 	CfsCache *cache = NULL;
+	CfsReader *reader = NULL, *old_reader;
 	int opens;
 
 	/* A released export starting again: its old bytes may be gone. */
 	cfs_grant_stop(ex);
+	/* Views of the old map are kept to the end (a stat may hold one);
+	 * new ones are made of the new map. */
+	g_mutex_lock(&ex->lock);
+	while (ex->views->len)
+		g_ptr_array_add(ex->retired,
+				g_ptr_array_steal_index(ex->views, 0));
+	old_reader = g_steal_pointer(&ex->reader);
+	g_mutex_unlock(&ex->lock);
+	cfs_reader_free(old_reader);
 	g_clear_pointer(&ex->cache, cfs_cache_close);
 	g_clear_pointer(&ex->source, cfs_source_free);
 	ex->released = false;
@@ -219,11 +306,24 @@ static void export_start_job(CfsExport *ex)
 			g_clear_pointer(&src, cfs_source_free);
 		}
 	}
+	/* The fetchers need the source and cache from here on; reads stay
+	 * parked until the state says READY. */
+	g_mutex_lock(&ex->lock);
+	ex->source = src;
+	ex->cache = cache;
+	g_mutex_unlock(&ex->lock);
+	if (cache && !export_open_reader(ex, src, cache, &reader, &error)) {
+		if (ex->prov->ops->export_end)
+			ex->prov->ops->export_end(ex->prov, ex->disk, src);
+		g_clear_pointer(&cache, cfs_cache_close);
+		g_clear_pointer(&src, cfs_source_free);
+	}
 	if (error)
 		g_prefix_error(&error, "export: ");
 	g_mutex_lock(&ex->lock);
 	ex->source = src;
 	ex->cache = cache;
+	ex->reader = reader;
 	ex->state = cache ? EXPORT_READY : EXPORT_FAILED;
 	if (error) {
 		g_free(ex->error);
@@ -346,6 +446,29 @@ static CfsExtentMap *export_map(CfsExport *ex)
 	return ex->state == EXPORT_READY ? ex->source->map : NULL;
 }
 
+/* The map views are made of: the virtual disk's inside a container.
+ * Export lock held. */
+static CfsExtentMap *export_view_map(CfsExport *ex)
+{
+	if (!cfs_reader_find(ex->disk->format))
+		return export_map(ex);
+	return ex->state == EXPORT_READY && ex->reader ?
+		       cfs_reader_map(ex->reader) : NULL;
+}
+
+void cfs_export_add_view(CfsExport *ex, const CfsFormat *fmt)
+{
+	g_mutex_lock(&ex->lock);
+	ex->has_views = true;
+	g_mutex_unlock(&ex->lock);
+}
+
+bool cfs_export_viewable(CfsExport *ex)
+{
+	return g_str_equal(ex->disk->format, "raw") ||
+	       cfs_reader_find(ex->disk->format) != NULL;
+}
+
 CfsExtentMap *cfs_export_map(CfsExport *ex)
 {
 	CfsExtentMap *map;
@@ -367,7 +490,7 @@ const CfsView *cfs_export_view(CfsExport *ex, const CfsFormat *fmt)
 	for (guint i = 0; i < ex->views->len && !view; i++)
 		if (cfs_view_format(ex->views->pdata[i]) == fmt)
 			view = ex->views->pdata[i];
-	map = view ? NULL : export_map(ex);
+	map = view ? NULL : export_view_map(ex);
 	if (map) {
 		g_autoptr(GError) error = NULL;
 
@@ -433,6 +556,15 @@ static bool read_raw(void *opaque, void *buf, gsize len, guint64 off,
 	return cfs_cache_pread(ex->cache, buf, len, off, error);
 }
 
+/* The disk inside a container, from container chunks the read holds. */
+static bool read_virtual(void *opaque, void *buf, gsize len, guint64 off,
+			 GError **error)
+{
+	CfsExport *ex = opaque;
+
+	return cfs_reader_read(ex->reader, buf, len, off, read_raw, ex, error);
+}
+
 static void read_reply_err(ReadCtx *ctx, int err)
 {
 	/* Wait out a running interrupt handler, and stop new ones. */
@@ -458,7 +590,8 @@ static void read_finish(ReadCtx *ctx, const GError *failed)
 	buf = g_malloc(ctx->size);
 	if (ctx->view)
 		ok = cfs_view_read(ctx->view, buf, ctx->size, ctx->off,
-				   read_raw, ctx->ex, &error);
+				   ctx->ex->reader ? read_virtual : read_raw,
+				   ctx->ex, &error);
 	else
 		ok = cfs_cache_pread(ctx->ex->cache, buf, ctx->size, ctx->off,
 				     &error);
@@ -513,6 +646,20 @@ static void read_raw_span(GArray *ranges, guint64 *raw_off, guint64 *raw_len)
 	*raw_len = ranges->len ? hi - lo : 0;
 }
 
+/* Virtual disk ranges into the container ranges they are made of. */
+static void read_container_deps(const CfsReader *reader, GArray **ranges)
+{
+	GArray *out = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
+
+	for (guint i = 0; i < (*ranges)->len; i++) {
+		CfsExtent *e = &g_array_index(*ranges, CfsExtent, i);
+
+		cfs_reader_deps(reader, e->offset, e->length, out);
+	}
+	g_array_unref(*ranges);
+	*ranges = out;
+}
+
 void cfs_read_go(gpointer data, const GError *error)
 {
 	ReadCtx *ctx = data;
@@ -534,6 +681,8 @@ void cfs_read_go(gpointer data, const GError *error)
 	ctx->view = cfs_export_view(ex, ctx->fmt);
 	if (ctx->view) {
 		cfs_view_deps(ctx->view, ctx->off, ctx->size, ranges);
+		if (ex->reader)
+			read_container_deps(ex->reader, &ranges);
 	} else {
 		CfsExtent whole = { ctx->off, ctx->size };
 

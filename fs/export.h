@@ -72,6 +72,16 @@ void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
  * or for @fmt NULL. Owned by the export. Any thread. */
 const CfsView *cfs_export_view(CfsExport *ex, const CfsFormat *fmt);
 
+/* A file of the disk in view @fmt exists: for a container disk (VHD,
+ * VHDX, VMDK bytes), the export then opens the container's reader when
+ * it is ready, and the views are of the disk inside. Any thread, before
+ * the first open. */
+void cfs_export_add_view(CfsExport *ex, const CfsFormat *fmt);
+
+/* Whether views of this disk are possible: raw bytes, or a container
+ * format a reader decodes. */
+bool cfs_export_viewable(CfsExport *ex);
+
 /* The allocation map, if known yet (the export owns it). */
 CfsExtentMap *cfs_export_map(CfsExport *ex);
 

@@ -148,6 +148,8 @@ static void file_new(CfsFs *fs, CfsNode *dir, CfsExport *ex,
 	file = node_new(fs, dir, name, NODE_DISK);
 	file->ex = ex;
 	file->format = format;
+	if (format)
+		cfs_export_add_view(ex, format);
 	progress = node_new(fs, dir, pname, NODE_PROGRESS);
 	progress->target = file;
 }
@@ -173,7 +175,8 @@ static void export_ready(CfsExport *ex, gpointer data)
 
 /* The files of a new disk: the main one (its bytes, or the view the
  * provider presents them as), then the views formats= asks for. Views
- * are only made of raw disks. */
+ * are made of raw disks, and of the disk inside a container (VHD, VHDX,
+ * VMDK bytes) through its reader. */
 static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
 {
 	CfsDisk *disk = cfs_export_disk(ex);
@@ -181,11 +184,12 @@ static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
 
 	file_new(fs, dir, ex, disk->present ? cfs_format_find(disk->present) :
 					      NULL);
-	for (guint f = 0; raw && f < fs->views->len; f++) {
+	for (guint f = 0; cfs_export_viewable(ex) && f < fs->views->len; f++) {
 		const CfsFormat *fmt = fs->views->pdata[f];
 
-		/* "raw" is the disk's own bytes, not a view. */
-		file_new(fs, dir, ex, g_str_equal(fmt->name, "raw") ? NULL : fmt);
+		/* "raw" of a raw disk is its own bytes, not a view. */
+		file_new(fs, dir, ex, raw && g_str_equal(fmt->name, "raw") ?
+				      NULL : fmt);
 	}
 	cfs_export_set_ready_hook(ex, export_ready, fs);
 }
