@@ -71,6 +71,7 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	CfsExport *ex = g_new0(CfsExport, 1);
 
 	ex->report.ops = &export_report_ops;
+	ex->stream_size = CFS_SIZE_UNKNOWN;
 	ex->engine = engine;
 	ex->prov = prov;
 	ex->disk = disk;
@@ -122,6 +123,7 @@ void cfs_export_free(CfsExport *ex)
 	g_ptr_array_unref(ex->reauth);
 	g_ptr_array_unref(ex->views);
 	g_ptr_array_unref(ex->retired);
+	g_clear_pointer(&ex->stream_map, cfs_extent_map_unref);
 	g_free(ex->path);
 	g_free(ex->phase);
 	g_free(ex->error);
@@ -176,6 +178,7 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
 			g_warning("%s: %s", ex->path, error->message);
 		g_free(ex->error);
 		ex->error = g_strdup(error->message);
+		g_cond_broadcast(&ex->cond);	/* read_wait_size() */
 	} else {
 		g_clear_pointer(&ex->error, g_free);
 	}
@@ -196,25 +199,6 @@ static void export_end_job(CfsExport *ex)
 
 /* --- container disks --- */
 
-typedef struct {
-	GMutex lock;
-	GCond cond;
-	bool woken;
-	GError *error;
-} SyncRead;
-
-static void sync_read_wake(CfsCacheHold *hold, gpointer data,
-			   const GError *error)
-{
-	SyncRead *sync = data;
-
-	g_mutex_lock(&sync->lock);
-	sync->error = error ? g_error_copy(error) : NULL;
-	sync->woken = true;
-	g_cond_signal(&sync->cond);
-	g_mutex_unlock(&sync->lock);
-}
-
 /* Read container bytes through the cache, waiting for their chunks: for
  * a reader's metadata, on the control pool only. */
 static bool export_read_wait(void *opaque, void *buf, gsize len, guint64 off,
@@ -223,25 +207,10 @@ static bool export_read_wait(void *opaque, void *buf, gsize len, guint64 off,
 	CfsCache *cache = opaque;
 	CfsExtent range = { off, len };
 	CfsCacheHold *hold = NULL;
-	SyncRead sync = { 0 };
-	bool ok;
+	bool ok = cfs_cache_read_wait(cache, &range, 1, &hold, error) &&
+		  cfs_cache_pread(cache, buf, len, off, error);
 
-	g_mutex_init(&sync.lock);
-	g_cond_init(&sync.cond);
-	if (cfs_cache_acquire(cache, &range, 1, sync_read_wake, &sync,
-			      &hold)) {
-		sync.woken = true;
-	}
-	g_mutex_lock(&sync.lock);
-	while (!sync.woken)
-		g_cond_wait(&sync.cond, &sync.lock);
-	g_mutex_unlock(&sync.lock);
-	ok = !sync.error && cfs_cache_pread(cache, buf, len, off, error);
-	if (sync.error)
-		g_propagate_error(error, sync.error);
 	cfs_cache_release(hold);
-	g_mutex_clear(&sync.lock);
-	g_cond_clear(&sync.cond);
 	return ok;
 }
 
@@ -259,11 +228,41 @@ static bool export_open_reader(CfsExport *ex, CfsSource *src,
 	g_mutex_unlock(&ex->lock);
 	if (!rf || !views)
 		return true;
+	if (src->size == CFS_SIZE_UNKNOWN)
+		return true;	/* opened when the stream has ended */
 	*out = rf->open(src->size, src->map, export_read_wait, cache, error);
 	if (!*out) {
 		g_prefix_error(error, "reading the %s container: ", rf->name);
 		return false;
 	}
+	return true;
+}
+
+/* What a provider says of a source is bounded before the cache is
+ * sized by it. A stream of unknown length gets a map of all data up to
+ * its bound. */
+static bool export_check_source(CfsExport *ex, CfsSource *src,
+				GError **error)
+{
+	guint64 size = src->size != CFS_SIZE_UNKNOWN ? src->size :
+						       src->size_max;
+
+	if (size > CFS_DISK_SIZE_MAX) {
+		g_set_error(error, CFS_ERROR, EFBIG, "the disk says it has %"
+			    G_GUINT64_FORMAT " bytes, more than cloudfs takes "
+			    "(%" G_GUINT64_FORMAT ")", size,
+			    (guint64)CFS_DISK_SIZE_MAX);
+		return false;
+	}
+	if (src->size != CFS_SIZE_UNKNOWN)
+		return true;
+	if (src->random || src->ops->pread || !src->size_max) {
+		g_set_error(error, CFS_ERROR, EINVAL, "a source of unknown "
+			    "length must be a stream with a bound");
+		return false;
+	}
+	if (!src->map)
+		src->map = cfs_extent_map_new_full(src->size_max);
 	return true;
 }
 
@@ -286,6 +285,8 @@ static void export_start_job(CfsExport *ex)
 		g_ptr_array_add(ex->retired,
 				g_ptr_array_steal_index(ex->views, 0));
 	old_reader = g_steal_pointer(&ex->reader);
+	ex->stream_size = CFS_SIZE_UNKNOWN;
+	g_clear_pointer(&ex->stream_map, cfs_extent_map_unref);
 	g_mutex_unlock(&ex->lock);
 	cfs_reader_free(old_reader);
 	g_clear_pointer(&ex->cache, cfs_cache_close);
@@ -293,6 +294,11 @@ static void export_start_job(CfsExport *ex)
 	ex->released = false;
 	src = ex->prov->ops->export_start(ex->prov, ex->disk,
 					  &ex->report, &error);
+	if (src && !export_check_source(ex, src, &error)) {
+		if (ex->prov->ops->export_end)
+			ex->prov->ops->export_end(ex->prov, ex->disk, src);
+		g_clear_pointer(&src, cfs_source_free);
+	}
 	if (src) {
 		g_autofree char *key = export_key(ex, src->identity);
 
@@ -443,7 +449,11 @@ static CfsExtentMap *export_map(CfsExport *ex)
 {
 	if (ex->disk->map)
 		return ex->disk->map;
-	return ex->state == EXPORT_READY ? ex->source->map : NULL;
+	if (ex->state != EXPORT_READY)
+		return NULL;
+	if (ex->source->size == CFS_SIZE_UNKNOWN)
+		return ex->stream_map;	/* known once the stream ended */
+	return ex->source->map;
 }
 
 /* The map views are made of: the virtual disk's inside a container.
@@ -523,9 +533,97 @@ bool cfs_export_file_size(CfsExport *ex, const CfsFormat *fmt, guint64 *size)
 	g_mutex_lock(&ex->lock);
 	ready = ex->state == EXPORT_READY;
 	if (ready)
-		*size = ex->source->size;
+		*size = ex->source->size != CFS_SIZE_UNKNOWN ?
+				ex->source->size : ex->stream_size;
+	g_mutex_unlock(&ex->lock);
+	return ready && *size != CFS_SIZE_UNKNOWN;
+}
+
+bool cfs_export_size_bound(CfsExport *ex, guint64 *size)
+{
+	bool ready;
+
+	if (cfs_export_file_size(ex, NULL, size))
+		return true;
+	g_mutex_lock(&ex->lock);
+	ready = ex->state == EXPORT_READY;
+	if (ready)
+		*size = ex->source->size_max;
 	g_mutex_unlock(&ex->lock);
 	return ready;
+}
+
+/* --- streams of unknown length --- */
+
+/* Control pool: what waited for the stream's end goes on. */
+static void stream_end_job(gpointer data)
+{
+	CfsExport *ex = data;
+	CfsEngine *engine = ex->engine;
+	g_autoptr(GError) error = NULL;
+	g_autoptr(GPtrArray) parked = NULL;
+	CfsReader *reader = NULL;
+	CfsSource src = *ex->source;
+
+	g_mutex_lock(&ex->job_lock);
+	src.size = ex->stream_size;
+	src.map = ex->stream_map;
+	if (!export_open_reader(ex, &src, ex->cache, &reader, &error)) {
+		g_warning("%s: %s", ex->path, error->message);
+		cfs_export_set_error(ex, error);
+	}
+	g_mutex_lock(&ex->lock);
+	ex->reader = reader;
+	parked = g_steal_pointer(&ex->parked);
+	ex->parked = g_ptr_array_new();
+	g_cond_broadcast(&ex->cond);	/* cfs_export_read_sync() waits */
+	g_mutex_unlock(&ex->lock);
+	g_mutex_unlock(&ex->job_lock);
+	for (guint i = 0; i < parked->len; i++)
+		cfs_read_go(parked->pdata[i], error);
+	if (ex->ready_hook)
+		ex->ready_hook(ex, ex->ready_data);
+	cfs_engine_job_end(engine);
+}
+
+void cfs_export_stream_ended(CfsExport *ex, guint64 size)
+{
+	guint64 chunk = cfs_cache_chunk_size(ex->cache);
+	guint64 n = cfs_cache_n_chunks(ex->cache);
+
+	g_mutex_lock(&ex->lock);
+	ex->stream_size = size;
+	ex->stream_map = size ? cfs_extent_map_new_full(size) :
+				cfs_extent_map_new(0, NULL, 0);
+	g_mutex_unlock(&ex->lock);
+	g_message("%s: the stream ended after %" G_GUINT64_FORMAT " bytes",
+		  ex->path, size);
+	/* Chunks past the end hold nothing: complete, so their readers
+	 * wake (and read the end of the file). */
+	for (guint64 idx = (size + chunk - 1) / chunk; idx < n; idx++)
+		if (cfs_cache_claimed(ex->cache, idx))
+			cfs_cache_chunk_done(ex->cache, idx, NULL);
+	cfs_engine_job_begin(ex->engine);
+	cfs_control_push(ex->engine->ctx.control, stream_end_job, ex);
+}
+
+bool cfs_export_park_for_stream(CfsExport *ex, gpointer read_ctx,
+				bool *parked_flag)
+{
+	bool park;
+
+	g_mutex_lock(&ex->lock);
+	park = ex->state == EXPORT_READY &&
+	       ex->source->size == CFS_SIZE_UNKNOWN &&
+	       ex->stream_size == CFS_SIZE_UNKNOWN;
+	if (park) {
+		*parked_flag = true;
+		g_ptr_array_add(ex->parked, read_ctx);
+	}
+	g_mutex_unlock(&ex->lock);
+	if (park)	/* the whole stream is needed: make sure it runs */
+		cfs_fetch_chunk(ex, 0, true);
+	return park;
 }
 
 void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
@@ -535,206 +633,3 @@ void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
 	ex->ready_data = data;
 }
 
-/* --- reads --- */
-
-typedef struct {
-	CfsExport *ex;
-	const CfsFormat *fmt;	/* NULL: the native bytes */
-	fuse_req_t req;
-	size_t size;
-	guint64 off;
-	const CfsView *view;	/* resolved once the export is ready */
-	bool parked;		/* protected by ex->lock */
-	CfsCacheHold *hold;	/* atomic: set once acquired */
-} ReadCtx;
-
-static bool read_raw(void *opaque, void *buf, gsize len, guint64 off,
-		     GError **error)
-{
-	CfsExport *ex = opaque;
-
-	return cfs_cache_pread(ex->cache, buf, len, off, error);
-}
-
-/* The disk inside a container, from container chunks the read holds. */
-static bool read_virtual(void *opaque, void *buf, gsize len, guint64 off,
-			 GError **error)
-{
-	CfsExport *ex = opaque;
-
-	return cfs_reader_read(ex->reader, buf, len, off, read_raw, ex, error);
-}
-
-static void read_reply_err(ReadCtx *ctx, int err)
-{
-	/* Wait out a running interrupt handler, and stop new ones. */
-	fuse_req_interrupt_func(ctx->req, NULL, NULL);
-	fuse_reply_err(ctx->req, err);
-	g_free(ctx);
-}
-
-/* Answer the read from chunks it holds. Any thread; no lock held. */
-static void read_finish(ReadCtx *ctx, const GError *failed)
-{
-	g_autoptr(GError) error = NULL;
-	g_autofree char *buf = NULL;
-	CfsCacheHold *hold = g_atomic_pointer_get(&ctx->hold);
-	bool ok;
-
-	if (failed) {
-		cfs_cache_release(hold);
-		read_reply_err(ctx, EIO);
-		return;
-	}
-	fuse_req_interrupt_func(ctx->req, NULL, NULL);
-	buf = g_malloc(ctx->size);
-	if (ctx->view)
-		ok = cfs_view_read(ctx->view, buf, ctx->size, ctx->off,
-				   ctx->ex->reader ? read_virtual : read_raw,
-				   ctx->ex, &error);
-	else
-		ok = cfs_cache_pread(ctx->ex->cache, buf, ctx->size, ctx->off,
-				     &error);
-	if (ok) {
-		fuse_reply_buf(ctx->req, buf, ctx->size);
-	} else {
-		g_warning("%s: %s", ctx->ex->path, error->message);
-		fuse_reply_err(ctx->req, EIO);
-	}
-	cfs_cache_release(hold);
-	g_free(ctx);
-}
-
-static void read_wake(CfsCacheHold *hold, gpointer data, const GError *error)
-{
-	read_finish(data, error);
-}
-
-static void read_interrupt(fuse_req_t req, void *data)
-{
-	ReadCtx *ctx = data;
-	CfsExport *ex = ctx->ex;
-	CfsCacheHold *hold;
-	bool was_parked;
-
-	g_mutex_lock(&ex->lock);
-	was_parked = ctx->parked && g_ptr_array_remove(ex->parked, ctx);
-	g_mutex_unlock(&ex->lock);
-	if (!was_parked) {
-		hold = g_atomic_pointer_get(&ctx->hold);
-		if (!hold || !cfs_cache_cancel(hold))
-			return;	/* it is being answered */
-		cfs_cache_release(hold);
-	}
-	fuse_reply_err(req, EINTR);
-	g_free(ctx);
-}
-
-/* The span of raw disk bytes a read needs, for the sequential reader
- * detection; 0 bytes if it needs none. */
-static void read_raw_span(GArray *ranges, guint64 *raw_off, guint64 *raw_len)
-{
-	guint64 lo = G_MAXUINT64, hi = 0;
-
-	for (guint i = 0; i < ranges->len; i++) {
-		CfsExtent *e = &g_array_index(ranges, CfsExtent, i);
-
-		lo = MIN(lo, e->offset);
-		hi = MAX(hi, e->offset + e->length);
-	}
-	*raw_off = ranges->len ? lo : 0;
-	*raw_len = ranges->len ? hi - lo : 0;
-}
-
-/* Virtual disk ranges into the container ranges they are made of. */
-static void read_container_deps(const CfsReader *reader, GArray **ranges)
-{
-	GArray *out = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
-
-	for (guint i = 0; i < (*ranges)->len; i++) {
-		CfsExtent *e = &g_array_index(*ranges, CfsExtent, i);
-
-		cfs_reader_deps(reader, e->offset, e->length, out);
-	}
-	g_array_unref(*ranges);
-	*ranges = out;
-}
-
-void cfs_read_go(gpointer data, const GError *error)
-{
-	ReadCtx *ctx = data;
-	CfsExport *ex = ctx->ex;
-	g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
-	guint64 file_size = 0, raw_off, raw_len;
-
-	if (error || !cfs_export_file_size(ex, ctx->fmt, &file_size)) {
-		read_reply_err(ctx, EIO);
-		return;
-	}
-	if (ctx->off >= file_size) {
-		fuse_req_interrupt_func(ctx->req, NULL, NULL);
-		fuse_reply_buf(ctx->req, NULL, 0);
-		g_free(ctx);
-		return;
-	}
-	ctx->size = (size_t)MIN((guint64)ctx->size, file_size - ctx->off);
-	ctx->view = cfs_export_view(ex, ctx->fmt);
-	if (ctx->view) {
-		cfs_view_deps(ctx->view, ctx->off, ctx->size, ranges);
-		if (ex->reader)
-			read_container_deps(ex->reader, &ranges);
-	} else {
-		CfsExtent whole = { ctx->off, ctx->size };
-
-		g_array_append_val(ranges, whole);
-	}
-	read_raw_span(ranges, &raw_off, &raw_len);
-	/* The hold is published in ctx before any chunk can land, for
-	 * read_wake and read_interrupt (which acts on it only while it is
-	 * not woken). Once parked, ctx may be answered and freed at any
-	 * time: it is not touched again here. */
-	if (cfs_cache_acquire(ex->cache, (CfsExtent *)(void *)ranges->data,
-			      ranges->len, read_wake, ctx, &ctx->hold))
-		read_finish(ctx, NULL);
-	/* After the demand fetches, so that they go first. */
-	if (raw_len)
-		cfs_cache_note_read(ex->cache, raw_off, raw_len);
-}
-
-void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
-		     size_t size, off_t off)
-{
-	ReadCtx *ctx;
-	bool ready = false, failed = false;
-
-	if (off < 0 || size == 0) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	ctx = g_new0(ReadCtx, 1);
-	ctx->ex = ex;
-	ctx->fmt = fmt;
-	ctx->req = req;
-	ctx->off = (guint64)off;
-	ctx->size = size;
-	fuse_req_interrupt_func(req, read_interrupt, ctx);
-
-	g_mutex_lock(&ex->lock);
-	switch (ex->state) {
-	case EXPORT_READY:
-		ready = true;
-		break;
-	case EXPORT_FAILED:
-		failed = true;
-		break;
-	default:
-		ctx->parked = true;
-		g_ptr_array_add(ex->parked, ctx);
-		break;
-	}
-	g_mutex_unlock(&ex->lock);
-	if (failed)
-		read_reply_err(ctx, EIO);
-	else if (ready)
-		cfs_read_go(ctx, NULL);
-}
