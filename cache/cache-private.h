@@ -16,11 +16,19 @@ enum {
 
 struct CfsStore {
 	char *dir;
+	int dir_fd;		/* the folder, flock()ed while the store lives;
+				 * every file in it is opened relative to it */
 	guint64 limit;
 	guint64 min_free;
 
 	GMutex lock;
+	GCond cond;		/* walkers fell to 0, or stopping */
 	GList *caches;		/* protected by lock */
+	guint walkers;		/* protected by lock: threads walking a copy of
+				 * caches (eviction, sync); a cache is not
+				 * detached while one runs */
+	bool stopping;		/* protected by lock: the sync thread ends */
+	GThread *syncer;	/* makes completed chunks durable each second */
 	guint64 usage;		/* protected by lock: bytes of chunks + dormant */
 	GList *dormant;		/* protected by lock: StoreDormant*, oldest first */
 	guint32 clock;		/* atomic: LRU ticks */
@@ -29,7 +37,9 @@ struct CfsStore {
 
 struct CfsCache {
 	CfsStore *store;
-	char *dir;
+	char *dir;		/* for messages */
+	char *name;		/* the folder's name in the store */
+	int dir_fd;
 	char *label;
 	CfsExtentMap *map;
 	guint64 chunk_size;
@@ -38,11 +48,21 @@ struct CfsCache {
 	CfsCacheFetchFn fetch;
 	gpointer owner;
 	int data_fd;
-	guint32 *bitmap;	/* mmap of the bitmap file; bits set under lock */
+	int bitmap_fd;
+	guint32 *bitmap;	/* protected by lock: chunks present now */
+	guint32 *durable;	/* protected by lock: what the bitmap file says;
+				 * a bit is set only once the chunk's data was
+				 * synced, and cleared (and synced) before its
+				 * data is dropped */
 	gsize bitmap_len;
+	GMutex sync_lock;	/* one cfs_cache_sync() at a time; before lock */
 
 	GMutex lock;
 	guint8 *state;		/* protected by lock */
+	guint8 *unsynced;	/* protected by lock: 1 present since the last
+				 * sync, 2 in the sync running now, else 0 */
+	GArray *unsynced_list;	/* protected by lock: guint64 idx, where
+				 * unsynced is 1 (maybe stale) */
 	guint16 *pins;		/* protected by lock */
 	guint32 *tick;		/* protected by lock: last use, for LRU */
 	GHashTable *waiters;	/* protected by lock: idx -> GPtrArray of holds */
@@ -71,9 +91,19 @@ static inline guint64 cfs_chunk_len(const CfsCache *c, guint64 idx)
 
 /* store.c: account for chunks that came or went; may evict. No lock. */
 void cfs_store_account(CfsStore *store, gint64 delta);
+/* store.c: a cache is about to open the folder @name: it is no longer
+ * dormant, so eviction leaves it alone. */
+void cfs_store_claim(CfsStore *store, const char *name);
 /* store.c: register an open cache (and forget its folder as dormant). */
 void cfs_store_attach(CfsStore *store, CfsCache *cache);
+/* Waits for eviction and sync walks that may hold @cache. */
 void cfs_store_detach(CfsStore *store, CfsCache *cache);
+/* store.c: whether @name in the store's folder is an export folder that
+ * cloudfs made (it has a meta file of ours). */
+bool cfs_store_is_export_dir(int dir_fd, const char *name);
+/* cache.c: read a cache folder's meta file (no symlink followed).
+ * Transfer full; NULL if none. */
+char *cfs_cache_read_meta(int dir_fd);
 /* cache.c: drop up to @want bytes of unpinned present chunks older than
  * @before (LRU tick). Cache lock not held. Returns bytes dropped. */
 guint64 cfs_cache_evict(CfsCache *cache, guint32 before, guint64 want);

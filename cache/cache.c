@@ -4,8 +4,8 @@
  * states, the readers waiting for chunks, prefetch and LRU eviction.
  */
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,96 +61,176 @@ static guint32 cache_tick(CfsCache *c)
 
 /* --- opening --- */
 
-static bool cache_write_meta(const char *path, const char *key,
-			     const CfsExtentMap *map, guint64 chunk_size,
-			     GError **error)
+static char *cache_meta_text(const char *key, const CfsExtentMap *map,
+			     guint64 chunk_size)
 {
-	g_autofree char *text = g_strdup_printf(
-		"size=%" G_GUINT64_FORMAT "\nchunk_size=%" G_GUINT64_FORMAT
-		"\nkey=%s\n", map->size, chunk_size, key);
-
-	return g_file_set_contents_full(path, text, -1,
-					G_FILE_SET_CONTENTS_CONSISTENT, 0600,
-					error);
+	return g_strdup_printf("size=%" G_GUINT64_FORMAT "\nchunk_size=%"
+			       G_GUINT64_FORMAT "\nkey=%s\n", map->size,
+			       chunk_size, key);
 }
 
-/* The folder holds chunks of these exact bytes, in this chunk size. */
-static bool cache_meta_matches(const char *path, const char *key,
-			       const CfsExtentMap *map, guint64 chunk_size)
+char *cfs_cache_read_meta(int dir_fd)
 {
-	g_autofree char *want = g_strdup_printf(
-		"size=%" G_GUINT64_FORMAT "\nchunk_size=%" G_GUINT64_FORMAT
-		"\nkey=%s\n", map->size, chunk_size, key);
-	g_autofree char *have = NULL;
+	char buf[4096];
+	int fd = openat(dir_fd, "meta", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	ssize_t n;
 
-	return g_file_get_contents(path, &have, NULL, NULL) &&
-	       g_str_equal(have, want);
+	if (fd < 0)
+		return NULL;
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	if (n < 0)
+		return NULL;
+	return g_strndup(buf, (gsize)n);
+}
+
+/* Written last, synced, and renamed into place: a folder with a meta
+ * holds chunks of exactly these bytes. */
+static bool cache_write_meta(CfsCache *c, const char *key, GError **error)
+{
+	g_autofree char *text = cache_meta_text(key, c->map, c->chunk_size);
+	int fd;
+	bool ok;
+
+	unlinkat(c->dir_fd, "meta.tmp", 0);
+	fd = openat(c->dir_fd, "meta.tmp", O_WRONLY | O_CREAT | O_EXCL |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cfs_set_errno(error, errno, "meta");
+	ok = cfs_pwrite_all(fd, text, strlen(text), 0, error);
+	if (ok && fdatasync(fd) < 0)
+		ok = cfs_set_errno(error, errno, "meta");
+	close(fd);
+	if (ok && renameat(c->dir_fd, "meta.tmp", c->dir_fd, "meta") < 0)
+		ok = cfs_set_errno(error, errno, "meta");
+	return ok;
+}
+
+/* A file of the folder, with exactly @size bytes: an existing one only
+ * if @resume, else made anew (never through a symlink). */
+static int cache_open_file(CfsCache *c, const char *name, guint64 size,
+			   bool resume, GError **error)
+{
+	struct stat st;
+	int fd;
+
+	if (resume) {
+		fd = openat(c->dir_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 && errno != ENOENT && errno != ELOOP)
+			return cfs_set_errno(error, errno, name), -1;
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_uid == geteuid() && (guint64)st.st_size == size)
+			return fd;
+		if (fd >= 0)
+			close(fd);
+		/* Cut short or grown: the caller starts over. */
+		errno = ESTALE;
+		return -1;
+	}
+	unlinkat(c->dir_fd, name, 0);
+	fd = openat(c->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cfs_set_errno(error, errno, name), -1;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		cfs_set_errno(error, errno, name);
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 static bool cache_open_files(CfsCache *c, const char *key, GError **error)
 {
-	g_autofree char *meta = g_build_filename(c->dir, "meta", NULL);
-	g_autofree char *data = g_build_filename(c->dir, "data", NULL);
-	g_autofree char *bitmap = g_build_filename(c->dir, "bitmap", NULL);
-	bool resume = cache_meta_matches(meta, key, c->map, c->chunk_size);
-	int fd;
+	g_autofree char *want = cache_meta_text(key, c->map, c->chunk_size);
+	g_autofree char *have = NULL;
+	bool resume;
+	struct stat st;
+	int err;
 
-	if (g_mkdir_with_parents(c->dir, 0700) < 0)
+	if (mkdirat(c->store->dir_fd, c->name, 0700) < 0 && errno != EEXIST)
 		return cfs_set_errno(error, errno, c->dir);
-	if (!resume) {
-		/* A changed source, or a folder left half made: start over,
-		 * and write meta last so a crash leaves no false match. */
-		unlink(meta);
-		unlink(data);
-		unlink(bitmap);
-	}
-	c->data_fd = open(data, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (c->data_fd < 0)
-		return cfs_set_errno(error, errno, data);
-	if (ftruncate(c->data_fd, (off_t)c->map->size) < 0)
-		return cfs_set_errno(error, errno, data);
-	c->bitmap_len = MAX((c->n_chunks + 31) / 32 * 4, 4);
-	fd = open(bitmap, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return cfs_set_errno(error, errno, bitmap);
-	if (ftruncate(fd, (off_t)c->bitmap_len) < 0) {
-		close(fd);
-		return cfs_set_errno(error, errno, bitmap);
-	}
-	c->bitmap = mmap(NULL, c->bitmap_len, PROT_READ | PROT_WRITE,
-			 MAP_SHARED, fd, 0);
-	close(fd);
-	if (c->bitmap == MAP_FAILED) {
-		c->bitmap = NULL;
-		return cfs_set_errno(error, errno, bitmap);
-	}
-	if (!resume && !cache_write_meta(meta, key, c->map, c->chunk_size,
-					 error))
+	c->dir_fd = openat(c->store->dir_fd, c->name, O_RDONLY | O_DIRECTORY |
+			   O_NOFOLLOW | O_CLOEXEC);
+	if (c->dir_fd < 0)
+		return cfs_set_errno(error, errno, c->dir);
+	if (fstat(c->dir_fd, &st) < 0 || st.st_uid != geteuid()) {
+		g_set_error(error, CFS_ERROR, EPERM, "%s is not ours", c->dir);
 		return false;
-	return true;
+	}
+	if ((st.st_mode & 07777) != 0700)
+		fchmod(c->dir_fd, 0700);
+	have = cfs_cache_read_meta(c->dir_fd);
+	resume = have && g_str_equal(have, want);
+	c->bitmap_len = MAX((c->n_chunks + 31) / 32 * 4, 4);
+	c->bitmap = g_malloc0(c->bitmap_len);
+	c->durable = g_malloc0(c->bitmap_len);
+	for (int again = 0; again < 2; again++) {
+		if (!resume) {
+			/* A changed source, or a folder left half made:
+			 * start over, and write meta last so a crash leaves
+			 * no false match. */
+			unlinkat(c->dir_fd, "meta", 0);
+		}
+		c->data_fd = cache_open_file(c, "data", c->map->size, resume,
+					     error);
+		if (c->data_fd >= 0)
+			c->bitmap_fd = cache_open_file(c, "bitmap",
+						       c->bitmap_len, resume,
+						       error);
+		if (c->data_fd >= 0 && c->bitmap_fd >= 0)
+			break;
+		if (!resume || errno != ESTALE)
+			return false;
+		g_message("cache %s: files of the wrong length, starting "
+			  "over", c->label);
+		if (c->data_fd >= 0)
+			close(c->data_fd);
+		c->data_fd = -1;
+		resume = false;
+	}
+	if (resume) {
+		if (!cfs_pread_all(c->bitmap_fd, c->bitmap, c->bitmap_len, 0,
+				   error))
+			return false;
+		memcpy(c->durable, c->bitmap, c->bitmap_len);
+		return true;
+	}
+	/* A sparse bitmap could fail to be written on a full disk. */
+	err = posix_fallocate(c->bitmap_fd, 0, (off_t)c->bitmap_len);
+	if (err && err != EOPNOTSUPP)
+		return cfs_set_errno(error, err, "bitmap");
+	return cache_write_meta(c, key, error);
 }
 
 static void cache_free(CfsCache *c)
 {
-	if (c->bitmap)
-		munmap(c->bitmap, c->bitmap_len);
+	g_free(c->bitmap);
+	g_free(c->durable);
 	if (c->data_fd >= 0)
 		close(c->data_fd);
+	if (c->bitmap_fd >= 0)
+		close(c->bitmap_fd);
+	if (c->dir_fd >= 0)
+		close(c->dir_fd);
 	g_clear_pointer(&c->waiters, g_hash_table_unref);
+	g_clear_pointer(&c->unsynced_list, g_array_unref);
 	g_queue_clear(&c->queued);
 	cfs_extent_map_unref(c->map);
 	g_free(c->state);
+	g_free(c->unsynced);
 	g_free(c->pins);
 	g_free(c->tick);
 	g_free(c->dir);
+	g_free(c->name);
 	g_free(c->label);
+	g_mutex_clear(&c->sync_lock);
 	g_mutex_clear(&c->lock);
 	g_free(c);
 }
 
 /* The folder of an export: a readable label and a hash of the key. */
-static char *cache_dir_for(CfsStore *store, const char *key,
-			   const char *label)
+static char *cache_name_for(const char *key, const char *label)
 {
 	g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256,
 							      key, -1);
@@ -158,29 +238,44 @@ static char *cache_dir_for(CfsStore *store, const char *key,
 
 	g_strdelimit(name, "/ ", '_');
 	hash[16] = '\0';
-	return g_strdup_printf("%s/%s-%s", store->dir, name, hash);
+	return g_strdup_printf("%s-%s", name, hash);
 }
 
 guint64 cfs_store_peek(CfsStore *store, const char *key, const char *label,
 		       CfsExtentMap *map, guint64 chunk_size)
 {
-	g_autofree char *dir = cache_dir_for(store, key, label);
-	g_autofree char *meta = g_build_filename(dir, "meta", NULL);
-	g_autofree char *path = g_build_filename(dir, "bitmap", NULL);
-	g_autofree guint8 *bits = NULL;
+	g_autofree char *name = cache_name_for(key, label);
+	g_autofree char *want = cache_meta_text(key, map, chunk_size);
+	g_autofree char *have = NULL;
+	g_autofree guint32 *bits = NULL;
 	guint64 n_chunks = (map->size + chunk_size - 1) / chunk_size;
+	gsize len = MAX((n_chunks + 31) / 32 * 4, 4);
 	guint64 present = 0;
-	gsize len = 0;
+	int dir_fd, fd = -1;
+	bool ok;
 
-	if (!cache_meta_matches(meta, key, map, chunk_size) ||
-	    !g_file_get_contents(path, (char **)&bits, &len, NULL))
+	dir_fd = openat(store->dir_fd, name, O_RDONLY | O_DIRECTORY |
+			O_NOFOLLOW | O_CLOEXEC);
+	if (dir_fd < 0)
 		return 0;
-	for (guint64 i = 0; i < n_chunks && i / 8 < len; i++) {
+	have = cfs_cache_read_meta(dir_fd);
+	if (have && g_str_equal(have, want))
+		fd = openat(dir_fd, "bitmap", O_RDONLY | O_NOFOLLOW |
+			    O_CLOEXEC);
+	close(dir_fd);
+	if (fd < 0)
+		return 0;
+	bits = g_malloc0(len);
+	ok = cfs_pread_all(fd, bits, len, 0, NULL);
+	close(fd);
+	if (!ok)
+		return 0;
+	for (guint64 i = 0; i < n_chunks; i++) {
 		guint64 off = i * chunk_size, clen = MIN(chunk_size,
 							 map->size - off);
 
 		/* The bitmap is words of 32 bits, in host order. */
-		if ((((guint32 *)(void *)bits)[i / 32] & (1u << (i % 32))) &&
+		if ((bits[i / 32] & (1u << (i % 32))) &&
 		    cfs_extent_map_any_data(map, off, clen))
 			present += clen;
 	}
@@ -194,7 +289,8 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 	CfsCache *c = g_new0(CfsCache, 1);
 
 	c->store = store;
-	c->dir = cache_dir_for(store, key, label);
+	c->name = cache_name_for(key, label);
+	c->dir = g_build_filename(store->dir, c->name, NULL);
 	c->label = g_strdup(label);
 	c->map = cfs_extent_map_ref(map);
 	c->chunk_size = chunk_size;
@@ -202,17 +298,21 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 	c->parallel = MAX(parallel, 1);
 	c->fetch = fetch;
 	c->owner = owner;
-	c->data_fd = -1;
+	c->dir_fd = c->data_fd = c->bitmap_fd = -1;
 	g_mutex_init(&c->lock);
+	g_mutex_init(&c->sync_lock);
 	c->waiters = g_hash_table_new_full(g_int64_hash, g_int64_equal,
 					   g_free,
 					   (GDestroyNotify)g_ptr_array_unref);
+	c->unsynced_list = g_array_new(FALSE, FALSE, sizeof(guint64));
+	cfs_store_claim(store, c->name);
 	if (!cache_open_files(c, key, error)) {
 		g_prefix_error(error, "cache %s: ", label);
 		cache_free(c);
 		return NULL;
 	}
 	c->state = g_new0(guint8, MAX(c->n_chunks, 1));
+	c->unsynced = g_new0(guint8, MAX(c->n_chunks, 1));
 	c->pins = g_new0(guint16, MAX(c->n_chunks, 1));
 	c->tick = g_new0(guint32, MAX(c->n_chunks, 1));
 	for (guint64 i = 0; i < c->n_chunks; i++) {
@@ -236,12 +336,87 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 
 void cfs_cache_close(CfsCache *c)
 {
+	g_autoptr(GError) error = NULL;
+
 	if (!c)
 		return;
 	cfs_store_detach(c->store, c);
-	if (c->bitmap)
-		msync(c->bitmap, c->bitmap_len, MS_ASYNC);
+	if (!cfs_cache_sync(c, &error))
+		g_warning("%s", error->message);
 	cache_free(c);
+}
+
+/* Write the bitmap words covering chunks @idx (sorted or not) as the
+ * durable bitmap has them. Cache lock held: the file never goes back to
+ * an older value of a word. */
+static bool cache_write_bits(CfsCache *c, GArray *idx, GError **error)
+{
+	guint64 last = G_MAXUINT64;
+
+	for (guint i = 0; i < idx->len; i++) {
+		guint64 w = g_array_index(idx, guint64, i) / 32;
+
+		if (w == last)
+			continue;
+		last = w;
+		if (!cfs_pwrite_all(c->bitmap_fd, &c->durable[w], 4, w * 4,
+				    error))
+			return false;
+	}
+	return true;
+}
+
+bool cfs_cache_sync(CfsCache *c, GError **error)
+{
+	g_autoptr(GArray) batch = NULL;
+	g_autoptr(GArray) done = g_array_new(FALSE, FALSE, sizeof(guint64));
+	bool ok = true;
+
+	g_mutex_lock(&c->sync_lock);
+	g_mutex_lock(&c->lock);
+	batch = c->unsynced_list;
+	c->unsynced_list = g_array_new(FALSE, FALSE, sizeof(guint64));
+	for (guint i = 0; i < batch->len; i++) {
+		guint64 idx = g_array_index(batch, guint64, i);
+
+		if (c->unsynced[idx] == 1)
+			c->unsynced[idx] = 2;
+	}
+	g_mutex_unlock(&c->lock);
+	if (batch->len == 0) {
+		g_mutex_unlock(&c->sync_lock);
+		return true;
+	}
+	/* The data first: a bit on the disk promises its chunk's bytes. */
+	if (fdatasync(c->data_fd) < 0)
+		ok = cfs_set_errno(error, errno, "data");
+	g_mutex_lock(&c->lock);
+	for (guint i = 0; i < batch->len; i++) {
+		guint64 idx = g_array_index(batch, guint64, i);
+
+		if (c->unsynced[idx] != 2)
+			continue;	/* dropped, or landed again since */
+		if (!ok) {
+			/* Try again next time. */
+			c->unsynced[idx] = 1;
+			g_array_append_val(c->unsynced_list, idx);
+			continue;
+		}
+		c->unsynced[idx] = 0;
+		if (CHUNK_STATE(c->state[idx]) != CHUNK_PRESENT)
+			continue;
+		c->durable[idx / 32] |= 1u << (idx % 32);
+		g_array_append_val(done, idx);
+	}
+	if (ok)
+		ok = cache_write_bits(c, done, error);
+	g_mutex_unlock(&c->lock);
+	if (ok && done->len && fdatasync(c->bitmap_fd) < 0)
+		ok = cfs_set_errno(error, errno, "bitmap");
+	g_mutex_unlock(&c->sync_lock);
+	if (!ok)
+		g_prefix_error(error, "cache %s: sync: ", c->label);
+	return ok;
 }
 
 /* --- prefetch (cache lock held) --- */
@@ -599,6 +774,9 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 		c->tick[idx] = cache_tick(c);
 		bitmap_set(c, idx, true);
 		c->present += len;
+		/* On the disk once its data is (cfs_cache_sync()). */
+		c->unsynced[idx] = 1;
+		g_array_append_val(c->unsynced_list, idx);
 	}
 	if (g_hash_table_steal_extended(c->waiters, &idx, &key,
 					(gpointer *)&waiters))
@@ -658,7 +836,10 @@ void cfs_cache_collect_ticks(CfsCache *c, GArray *ticks)
 
 guint64 cfs_cache_evict(CfsCache *c, guint32 before, guint64 want)
 {
+	g_autoptr(GArray) drop = g_array_new(FALSE, FALSE, sizeof(guint64));
+	g_autoptr(GError) error = NULL;
 	guint64 dropped = 0;
+	bool durable = false;
 
 	g_mutex_lock(&c->lock);
 	for (guint64 i = 0; i < c->n_chunks && dropped < want; i++) {
@@ -670,14 +851,33 @@ guint64 cfs_cache_evict(CfsCache *c, guint32 before, guint64 want)
 		/* Forget the chunk before its bytes go, under the lock, so
 		 * no reader or fetch sees it half gone. */
 		c->state[i] = CHUNK_ABSENT;
+		c->unsynced[i] = 0;
 		bitmap_set(c, i, false);
+		if (c->durable[i / 32] & (1u << (i % 32))) {
+			c->durable[i / 32] &= ~(1u << (i % 32));
+			durable = true;
+		}
 		c->present -= len;
+		g_array_append_val(drop, i);
+		dropped += len;
+	}
+	/* The bitmap on the disk must not promise a chunk whose bytes are
+	 * gone: it is synced before the holes are punched. Should that
+	 * fail, the bytes stay (the space is not freed). */
+	if (durable && (!cache_write_bits(c, drop, &error) ||
+			fdatasync(c->bitmap_fd) < 0)) {
+		g_warning("cache %s: cannot drop chunks: %s", c->label,
+			  error ? error->message : g_strerror(errno));
+		drop->len = 0;
+	}
+	for (guint k = 0; k < drop->len; k++) {
+		guint64 i = g_array_index(drop, guint64, k);
+
 		if (fallocate(c->data_fd, FALLOC_FL_PUNCH_HOLE |
 			      FALLOC_FL_KEEP_SIZE, (off_t)(i * c->chunk_size),
-			      (off_t)len) < 0)
+			      (off_t)cfs_chunk_len(c, i)) < 0)
 			g_warning("cache %s: cannot free chunk %" G_GUINT64_FORMAT
 				  ": %s", c->label, i, g_strerror(errno));
-		dropped += len;
 	}
 	g_mutex_unlock(&c->lock);
 	return dropped;

@@ -41,7 +41,15 @@ typedef void (*CfsCacheWakeFn)(CfsCacheHold *hold, gpointer data,
 
 /* Open the cache folder @dir (created 0700). @limit: bytes of chunk data
  * to keep at most (0: no limit); @min_free: free space to leave on the
- * file system. Main thread. Transfer full. */
+ * file system. Main thread. Transfer full.
+ *
+ * The folder is trusted only if nobody but this user (and root) can
+ * change it or a parent: one owned by another user, or group- or
+ * world-writable, is refused (a parent may be world-writable with the
+ * sticky bit, like /tmp, if root owns it). A folder cloudfs did not make
+ * (no CACHEDIR.TAG of ours, and files that are not export folders) is
+ * refused too: cloudfs deletes only what it made. The folder stays locked
+ * (flock) until cfs_store_free(): a second daemon on it fails (EBUSY). */
 CfsStore *cfs_store_new(const char *dir, guint64 limit, guint64 min_free,
 			GError **error);
 /* All caches must be closed first. */
@@ -58,8 +66,15 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 			 CfsExtentMap *map, guint64 chunk_size, guint parallel,
 			 CfsCacheFetchFn fetch, gpointer owner,
 			 GError **error);
-/* No fetch may be running and no hold held. */
+/* No fetch may be running and no hold held. Makes what is present
+ * durable first. */
 void cfs_cache_close(CfsCache *cache);
+
+/* Make the chunks completed so far durable: their data is synced to the
+ * disk, then their bits in the bitmap file. The store does this each
+ * second; a crash loses at most the chunks since, never serves a chunk
+ * whose bytes did not reach the disk. Any thread; blocks on the disk. */
+bool cfs_cache_sync(CfsCache *cache, GError **error);
 
 /* Bytes of data chunks a cache left in the store holds for these exact
  * bytes, without opening it (for .progress before the first open). */

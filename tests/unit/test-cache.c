@@ -424,6 +424,8 @@ static char *env_cache_dir(Env *e)
 
 	g_assert_nonnull(dir);
 	while ((name = g_dir_read_name(dir))) {
+		if (g_str_equal(name, "CACHEDIR.TAG"))
+			continue;
 		g_assert_null(found);
 		found = g_build_filename(e->store_dir, name, NULL);
 	}
