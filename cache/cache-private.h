@@ -48,10 +48,14 @@ struct CfsCache {
 	CfsCacheFetchFn fetch;
 	gpointer owner;
 	int data_fd;
-	int bitmap_fd;
+	int bitmap_fd;		/* "bitmap": chunks present now, written at
+				 * once; trusted after a crash only in the
+				 * same boot (file "boot"), when the page
+				 * cache kept every byte written */
+	int durable_fd;		/* "durable": trusted after a power loss */
 	guint32 *bitmap;	/* protected by lock: chunks present now */
-	guint32 *durable;	/* protected by lock: what the bitmap file says;
-				 * a bit is set only once the chunk's data was
+	guint32 *durable;	/* protected by lock: what "durable" says; a
+				 * bit is set only once the chunk's data was
 				 * synced, and cleared (and synced) before its
 				 * data is dropped */
 	gsize bitmap_len;
@@ -104,6 +108,8 @@ bool cfs_store_is_export_dir(int dir_fd, const char *name);
 /* cache.c: read a cache folder's meta file (no symlink followed).
  * Transfer full; NULL if none. */
 char *cfs_cache_read_meta(int dir_fd);
+/* cache.c: a small file of a cache folder. Transfer full; NULL if none. */
+char *cfs_cache_read_file(int dir_fd, const char *name);
 /* cache.c: drop up to @want bytes of unpinned present chunks older than
  * @before (LRU tick). Cache lock not held. Returns bytes dropped. */
 guint64 cfs_cache_evict(CfsCache *cache, guint32 before, guint64 want);

@@ -69,10 +69,10 @@ static char *cache_meta_text(const char *key, const CfsExtentMap *map,
 			       chunk_size, key);
 }
 
-char *cfs_cache_read_meta(int dir_fd)
+char *cfs_cache_read_file(int dir_fd, const char *name)
 {
 	char buf[4096];
-	int fd = openat(dir_fd, "meta", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	ssize_t n;
 
 	if (fd < 0)
@@ -84,26 +84,9 @@ char *cfs_cache_read_meta(int dir_fd)
 	return g_strndup(buf, (gsize)n);
 }
 
-/* Written last, synced, and renamed into place: a folder with a meta
- * holds chunks of exactly these bytes. */
-static bool cache_write_meta(CfsCache *c, const char *key, GError **error)
+char *cfs_cache_read_meta(int dir_fd)
 {
-	g_autofree char *text = cache_meta_text(key, c->map, c->chunk_size);
-	int fd;
-	bool ok;
-
-	unlinkat(c->dir_fd, "meta.tmp", 0);
-	fd = openat(c->dir_fd, "meta.tmp", O_WRONLY | O_CREAT | O_EXCL |
-		    O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return cfs_set_errno(error, errno, "meta");
-	ok = cfs_pwrite_all(fd, text, strlen(text), 0, error);
-	if (ok && fdatasync(fd) < 0)
-		ok = cfs_set_errno(error, errno, "meta");
-	close(fd);
-	if (ok && renameat(c->dir_fd, "meta.tmp", c->dir_fd, "meta") < 0)
-		ok = cfs_set_errno(error, errno, "meta");
-	return ok;
+	return cfs_cache_read_file(dir_fd, "meta");
 }
 
 /* A file of the folder, with exactly @size bytes: an existing one only
@@ -140,10 +123,54 @@ static int cache_open_file(CfsCache *c, const char *name, guint64 size,
 	return fd;
 }
 
+/* This boot of the machine: a crash within it lost no written page. */
+static char *cache_boot_id(void)
+{
+	char *id = NULL;
+
+	if (!g_file_get_contents("/proc/sys/kernel/random/boot_id", &id,
+				 NULL, NULL))
+		return g_strdup("unknown");
+	return g_strstrip(id);
+}
+
+/* A small file of the folder, replaced whole. */
+static bool cache_write_small(int dir_fd, const char *name, const char *text,
+			      GError **error)
+{
+	g_autofree char *tmp = g_strconcat(name, ".tmp", NULL);
+	int fd;
+	bool ok;
+
+	unlinkat(dir_fd, tmp, 0);
+	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cfs_set_errno(error, errno, name);
+	ok = cfs_pwrite_all(fd, text, strlen(text), 0, error);
+	if (ok && fdatasync(fd) < 0)
+		ok = cfs_set_errno(error, errno, name);
+	close(fd);
+	if (ok && renameat(dir_fd, tmp, dir_fd, name) < 0)
+		ok = cfs_set_errno(error, errno, name);
+	return ok;
+}
+
+/* Which bitmap a crash left trustworthy: the live one if the machine
+ * did not restart since it was written, else the durable one. */
+static const char *cache_trusted_bitmap(int dir_fd)
+{
+	g_autofree char *boot = cfs_cache_read_file(dir_fd, "boot");
+	g_autofree char *now = cache_boot_id();
+
+	return boot && g_str_equal(g_strstrip(boot), now) ? "bitmap" :
+							    "durable";
+}
+
 static bool cache_open_files(CfsCache *c, const char *key, GError **error)
 {
 	g_autofree char *want = cache_meta_text(key, c->map, c->chunk_size);
-	g_autofree char *have = NULL;
+	g_autofree char *have = NULL, *boot = cache_boot_id();
 	bool resume;
 	struct stat st;
 	int err;
@@ -178,7 +205,11 @@ static bool cache_open_files(CfsCache *c, const char *key, GError **error)
 			c->bitmap_fd = cache_open_file(c, "bitmap",
 						       c->bitmap_len, resume,
 						       error);
-		if (c->data_fd >= 0 && c->bitmap_fd >= 0)
+		if (c->bitmap_fd >= 0)
+			c->durable_fd = cache_open_file(c, "durable",
+							c->bitmap_len, resume,
+							error);
+		if (c->durable_fd >= 0)
 			break;
 		if (!resume || errno != ESTALE)
 			return false;
@@ -186,21 +217,36 @@ static bool cache_open_files(CfsCache *c, const char *key, GError **error)
 			  "over", c->label);
 		if (c->data_fd >= 0)
 			close(c->data_fd);
-		c->data_fd = -1;
+		if (c->bitmap_fd >= 0)
+			close(c->bitmap_fd);
+		c->data_fd = c->bitmap_fd = -1;
 		resume = false;
 	}
 	if (resume) {
-		if (!cfs_pread_all(c->bitmap_fd, c->bitmap, c->bitmap_len, 0,
-				   error))
+		int from = g_str_equal(cache_trusted_bitmap(c->dir_fd),
+				       "bitmap") ? c->bitmap_fd : c->durable_fd;
+
+		if (!cfs_pread_all(from, c->bitmap, c->bitmap_len, 0, error) ||
+		    !cfs_pread_all(c->durable_fd, c->durable, c->bitmap_len,
+				   0, error))
 			return false;
-		memcpy(c->durable, c->bitmap, c->bitmap_len);
-		return true;
+		/* What the durable bitmap does not promise is synced again. */
+		for (guint64 w = 0; w < c->bitmap_len / 4; w++)
+			c->durable[w] &= c->bitmap[w];
+		return cfs_pwrite_all(c->bitmap_fd, c->bitmap, c->bitmap_len,
+				      0, error) &&
+		       cfs_pwrite_all(c->durable_fd, c->durable,
+				      c->bitmap_len, 0, error) &&
+		       cache_write_small(c->dir_fd, "boot", boot, error);
 	}
-	/* A sparse bitmap could fail to be written on a full disk. */
+	/* Sparse bitmaps could fail to be written on a full disk. */
 	err = posix_fallocate(c->bitmap_fd, 0, (off_t)c->bitmap_len);
+	if (!err)
+		err = posix_fallocate(c->durable_fd, 0, (off_t)c->bitmap_len);
 	if (err && err != EOPNOTSUPP)
 		return cfs_set_errno(error, err, "bitmap");
-	return cache_write_meta(c, key, error);
+	return cache_write_small(c->dir_fd, "boot", boot, error) &&
+	       cache_write_small(c->dir_fd, "meta", want, error);
 }
 
 static void cache_free(CfsCache *c)
@@ -211,6 +257,8 @@ static void cache_free(CfsCache *c)
 		close(c->data_fd);
 	if (c->bitmap_fd >= 0)
 		close(c->bitmap_fd);
+	if (c->durable_fd >= 0)
+		close(c->durable_fd);
 	if (c->dir_fd >= 0)
 		close(c->dir_fd);
 	g_clear_pointer(&c->waiters, g_hash_table_unref);
@@ -260,8 +308,8 @@ guint64 cfs_store_peek(CfsStore *store, const char *key, const char *label,
 		return 0;
 	have = cfs_cache_read_meta(dir_fd);
 	if (have && g_str_equal(have, want))
-		fd = openat(dir_fd, "bitmap", O_RDONLY | O_NOFOLLOW |
-			    O_CLOEXEC);
+		fd = openat(dir_fd, cache_trusted_bitmap(dir_fd),
+			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	close(dir_fd);
 	if (fd < 0)
 		return 0;
@@ -298,7 +346,7 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 	c->parallel = MAX(parallel, 1);
 	c->fetch = fetch;
 	c->owner = owner;
-	c->dir_fd = c->data_fd = c->bitmap_fd = -1;
+	c->dir_fd = c->data_fd = c->bitmap_fd = c->durable_fd = -1;
 	g_mutex_init(&c->lock);
 	g_mutex_init(&c->sync_lock);
 	c->waiters = g_hash_table_new_full(g_int64_hash, g_int64_equal,
@@ -346,10 +394,11 @@ void cfs_cache_close(CfsCache *c)
 	cache_free(c);
 }
 
-/* Write the bitmap words covering chunks @idx (sorted or not) as the
- * durable bitmap has them. Cache lock held: the file never goes back to
- * an older value of a word. */
-static bool cache_write_bits(CfsCache *c, GArray *idx, GError **error)
+/* Write the words covering chunks @idx (sorted) of the bitmap @bits to
+ * @fd. Cache lock held: a file never goes back to an older value of a
+ * word. */
+static bool cache_write_bits(CfsCache *c, int fd, const guint32 *bits,
+			     GArray *idx, GError **error)
 {
 	guint64 last = G_MAXUINT64;
 
@@ -359,8 +408,7 @@ static bool cache_write_bits(CfsCache *c, GArray *idx, GError **error)
 		if (w == last)
 			continue;
 		last = w;
-		if (!cfs_pwrite_all(c->bitmap_fd, &c->durable[w], 4, w * 4,
-				    error))
+		if (!cfs_pwrite_all(fd, &bits[w], 4, w * 4, error))
 			return false;
 	}
 	return true;
@@ -409,10 +457,11 @@ bool cfs_cache_sync(CfsCache *c, GError **error)
 		g_array_append_val(done, idx);
 	}
 	if (ok)
-		ok = cache_write_bits(c, done, error);
+		ok = cache_write_bits(c, c->durable_fd, c->durable, done,
+				      error);
 	g_mutex_unlock(&c->lock);
-	if (ok && done->len && fdatasync(c->bitmap_fd) < 0)
-		ok = cfs_set_errno(error, errno, "bitmap");
+	if (ok && done->len && fdatasync(c->durable_fd) < 0)
+		ok = cfs_set_errno(error, errno, "durable");
 	g_mutex_unlock(&c->sync_lock);
 	if (!ok)
 		g_prefix_error(error, "cache %s: sync: ", c->label);
@@ -774,7 +823,12 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 		c->tick[idx] = cache_tick(c);
 		bitmap_set(c, idx, true);
 		c->present += len;
-		/* On the disk once its data is (cfs_cache_sync()). */
+		/* Survives the daemon at once, a power loss once its data
+		 * is on the disk (cfs_cache_sync()). */
+		if (pwrite(c->bitmap_fd, &c->bitmap[idx / 32], 4,
+			   (off_t)(idx / 32 * 4)) != 4)
+			g_warning("cache %s: bitmap: %s", c->label,
+				  g_strerror(errno));
 		c->unsynced[idx] = 1;
 		g_array_append_val(c->unsynced_list, idx);
 	}
@@ -864,8 +918,10 @@ guint64 cfs_cache_evict(CfsCache *c, guint32 before, guint64 want)
 	/* The bitmap on the disk must not promise a chunk whose bytes are
 	 * gone: it is synced before the holes are punched. Should that
 	 * fail, the bytes stay (the space is not freed). */
-	if (durable && (!cache_write_bits(c, drop, &error) ||
-			fdatasync(c->bitmap_fd) < 0)) {
+	if (!cache_write_bits(c, c->bitmap_fd, c->bitmap, drop, &error) ||
+	    (durable && (!cache_write_bits(c, c->durable_fd, c->durable, drop,
+					   &error) ||
+			 fdatasync(c->durable_fd) < 0))) {
 		g_warning("cache %s: cannot drop chunks: %s", c->label,
 			  error ? error->message : g_strerror(errno));
 		drop->len = 0;

@@ -28,7 +28,7 @@ static const char store_tag_text[] =
 
 /* The files an export folder holds; nothing else is ever deleted. */
 static const char *const store_export_files[] = {
-	"meta", "meta.tmp", "data", "bitmap",
+	"meta", "meta.tmp", "data", "bitmap", "durable", "boot", "boot.tmp",
 };
 
 typedef struct {

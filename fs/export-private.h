@@ -49,6 +49,8 @@ struct CfsExport {
 	char *phase;		/* protected by lock */
 	double phase_percent;	/* protected by lock */
 	char *error;		/* protected by lock: the last failure */
+	int error_errno;	/* protected by lock: what reads of a failed
+				 * export answer (EACCES, ETIMEDOUT, …) */
 	double rate;		/* protected by lock: bytes/s, last sample */
 	double rate_time;	/* protected by lock */
 	guint64 rate_bytes;	/* protected by lock */

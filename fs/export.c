@@ -334,6 +334,7 @@ static void export_start_job(CfsExport *ex)
 	if (error) {
 		g_free(ex->error);
 		ex->error = g_strdup(error->message);
+		ex->error_errno = cfs_error_errno(error);
 	}
 	opens = ex->opens;
 	parked = g_steal_pointer(&ex->parked);

@@ -41,6 +41,28 @@ static bool read_virtual(void *opaque, void *buf, gsize len, guint64 off,
 	return cfs_reader_read(ex->reader, buf, len, off, read_raw, ex, error);
 }
 
+/* The errno a reader sees: one that says why (cp prints it), or EIO
+ * for what a reader cannot act on. */
+static int read_errno_code(int code)
+{
+	switch (code) {
+	case ENOSPC:	/* the cache's disk is full */
+	case EDQUOT:
+	case EACCES:	/* the provider refused the grant */
+	case ETIMEDOUT:
+	case EFBIG:	/* a disk larger than cloudfs takes */
+	case ENOMEM:
+		return code;
+	default:
+		return EIO;
+	}
+}
+
+static int read_errno(const GError *error)
+{
+	return read_errno_code(cfs_error_errno(error));
+}
+
 static void read_reply_err(ReadCtx *ctx, int err)
 {
 	/* Wait out a running interrupt handler, and stop new ones. */
@@ -72,8 +94,10 @@ static void read_finish(ReadCtx *ctx, const GError *failed)
 	bool ok;
 
 	if (failed) {
+		/* The interrupt handler acts on the hold: stop it first. */
+		fuse_req_interrupt_func(ctx->req, NULL, NULL);
 		cfs_cache_release(hold);
-		read_reply_err(ctx, EIO);
+		read_reply_err(ctx, read_errno(failed));
 		return;
 	}
 	fuse_req_interrupt_func(ctx->req, NULL, NULL);
@@ -96,7 +120,7 @@ static void read_finish(ReadCtx *ctx, const GError *failed)
 		fuse_reply_buf(ctx->req, buf, ctx->size);
 	} else {
 		g_warning("%s: %s", ctx->ex->path, error->message);
-		fuse_reply_err(ctx->req, EIO);
+		fuse_reply_err(ctx->req, read_errno(error));
 	}
 	cfs_cache_release(hold);
 	g_free(ctx);
@@ -185,7 +209,7 @@ void cfs_read_go(gpointer data, const GError *error)
 		return;	/* a view of a stream: once its length is known */
 	if (error || !(ctx->fmt ? cfs_export_file_size(ex, ctx->fmt, &file_size)
 				: cfs_export_size_bound(ex, &file_size))) {
-		read_reply_err(ctx, EIO);
+		read_reply_err(ctx, error ? read_errno(error) : EIO);
 		return;
 	}
 	if (ctx->off >= file_size) {
@@ -214,7 +238,8 @@ void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 		     size_t size, off_t off)
 {
 	ReadCtx *ctx;
-	bool ready = false, failed = false;
+	bool ready = false;
+	int failed = 0;
 
 	if (off < 0 || size == 0) {
 		fuse_reply_buf(req, NULL, 0);
@@ -234,7 +259,7 @@ void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 		ready = true;
 		break;
 	case EXPORT_FAILED:
-		failed = true;
+		failed = read_errno_code(ex->error_errno);
 		break;
 	default:
 		ctx->parked = true;
@@ -243,7 +268,7 @@ void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 	}
 	g_mutex_unlock(&ex->lock);
 	if (failed)
-		read_reply_err(ctx, EIO);
+		read_reply_err(ctx, failed);
 	else if (ready)
 		cfs_read_go(ctx, NULL);
 }

@@ -47,7 +47,8 @@ def test_final_status_after_probe_fails_reads(status, http_server, images,
     http_server.faults(status=status)
     with pytest.raises(OSError) as exc:
         read_range(disk, 0, MiB)
-    assert exc.value.errno == errno.EIO
+    # The errno says why: a refusal is not an I/O error.
+    assert exc.value.errno == (errno.EACCES if status == 403 else errno.EIO)
 
     line = m.wait_state("url/web01/disk.raw.progress", "failed", timeout=15)
     assert str(status) in line.get("error", ""), line

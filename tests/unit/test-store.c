@@ -3,7 +3,8 @@
  * The cache folder as a hostile place: folders others can change, planted
  * symlinks, files cloudfs did not make, a second daemon, files cut short,
  * power loss in the middle of a copy (fdatasync is wrapped to see what a
- * crash would leave), and eviction racing caches that close.
+ * crash would leave), a daemon killed (same boot: nothing lost), and
+ * eviction racing caches that close.
  */
 #include <fcntl.h>
 #include <glib.h>
@@ -449,11 +450,19 @@ static guint crash_and_check(Env *e, const char *live, guint round)
 	g_mutex_lock(&synced_lock);
 	synced = synced_data ? g_bytes_ref(synced_data) : NULL;
 	g_mutex_unlock(&synced_lock);
-	/* The bitmap after the data: it may only say less than a newer one. */
-	from = g_build_filename(live, "bitmap", NULL);
-	to = g_build_filename(dir, "bitmap", NULL);
-	copy_file(from, to);
-	g_free(from);
+	/* The bitmaps after the data: they may only say less than newer
+	 * ones. The machine restarted: the boot differs. */
+	for (guint i = 0; i < 2; i++) {
+		const char *name = i ? "bitmap" : "durable";
+
+		from = g_build_filename(live, name, NULL);
+		to = g_build_filename(dir, name, NULL);
+		copy_file(from, to);
+		g_free(from);
+		g_free(to);
+	}
+	to = g_build_filename(dir, "boot", NULL);
+	g_assert_true(g_file_set_contents(to, "another boot", -1, NULL));
 	g_free(to);
 	from = g_build_filename(live, "meta", NULL);
 	to = g_build_filename(dir, "meta", NULL);
