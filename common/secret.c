@@ -3,8 +3,11 @@
  * Secrets in memory: wiped before they are freed, read from files without
  * leaving copies behind, never shown.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -127,4 +130,13 @@ char *cfs_secret_read_file(const char *path, GError **error)
 	cfs_secret_wipe(buf, size);
 	g_free(buf);
 	return out;
+}
+
+void cfs_process_harden(void)
+{
+	struct rlimit none = { 0, 0 };
+
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		g_warning("cannot turn core dumps off: %s", g_strerror(errno));
+	setrlimit(RLIMIT_CORE, &none);
 }

@@ -57,3 +57,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(CfsSecret, cfs_secret_free)
  * cfs_secret_gstring_free. */
 typedef GString CfsSecretString;
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(CfsSecretString, cfs_secret_gstring_free)
+
+/* Keep secrets in memory out of reach: no core dump of this process,
+ * and no ptrace or /proc/PID/mem by anyone but root. Call first in main. */
+void cfs_process_harden(void);

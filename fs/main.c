@@ -17,6 +17,7 @@
 #include "common/control.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "common/util.h"
 #include "fs/ops.h"
 
@@ -35,6 +36,9 @@ typedef struct {
 	int verbose;
 	int insecure;
 	char *read_ahead;
+	int uid;
+	int gid;
+	char *umask;
 } CfsOptions;
 
 #define CFS_OPT(t, p) { t, offsetof(CfsOptions, p), 1 }
@@ -53,16 +57,39 @@ static const struct fuse_opt cfs_opts[] = {
 	CFS_OPT("verbose", verbose),
 	CFS_OPT("insecure", insecure),
 	CFS_OPT("read_ahead=%s", read_ahead),
+	CFS_OPT("uid=%d", uid),
+	CFS_OPT("gid=%d", gid),
+	CFS_OPT("umask=%s", umask),
 	FUSE_OPT_END
 };
 
+/* Root's files live where root's do: a `sudo -E` keeps the user's $HOME
+ * and $XDG_*, and root must not follow them into the user's folders. */
+static char *default_config(void)
+{
+	if (geteuid() == 0)
+		return g_strdup("/etc/cloudfs/cloudfs.conf");
+	return g_build_filename(g_get_user_config_dir(), "cloudfs",
+				"cloudfs.conf", NULL);
+}
+
+static char *default_cache_dir(void)
+{
+	if (geteuid() == 0)
+		return g_strdup("/var/cache/cloudfs");
+	return g_build_filename(g_get_user_cache_dir(), "cloudfs", NULL);
+}
+
 static void usage(const char *prog)
 {
+	g_autofree char *config = default_config();
+	g_autofree char *cache_dir = default_cache_dir();
+
 	printf("usage: %s [options] MOUNTPOINT\n\n"
 	       "Presents the disks of cloud and hypervisor VMs as files.\n\n"
 	       "cloudfs options:\n"
-	       "    -o config=FILE       config file (~/.config/cloudfs/cloudfs.conf)\n"
-	       "    -o cache_dir=DIR     cache folder (~/.cache/cloudfs)\n"
+	       "    -o config=FILE       config file (%s)\n"
+	       "    -o cache_dir=DIR     cache folder (%s)\n"
 	       "    -o cache_size=SIZE   bytes of disk data to keep (8G; 0: no limit)\n"
 	       "    -o min_free=SIZE     free space to leave on the cache's disk (1G)\n"
 	       "    -o chunk_size=SIZE   unit of transfer and caching (4M)\n"
@@ -77,8 +104,13 @@ static void usage(const char *prog)
 	       "    -o read_ahead=SIZE   kernel read-ahead of the mount (1M)\n"
 	       "    -o log=FILE          log to FILE (default: stderr)\n"
 	       "    -o verbose           log debug messages\n"
-	       "    -o insecure          do not verify TLS certificates\n\n",
-	       prog);
+	       "    -o insecure          do not verify TLS certificates\n"
+	       "    -o uid=N,gid=N       owner of every file (the mounting user)\n"
+	       "    -o umask=M           taken from 0444 (files) and 0555\n"
+	       "                         (folders): 0277 makes them 0400/0500\n"
+	       "                         (the default); with allow_other, 0222\n"
+	       "                         lets every local user read every disk\n\n",
+	       prog, config, cache_dir);
 }
 
 static bool parse_size_opt(const char *name, const char *text, guint64 dflt,
@@ -147,6 +179,23 @@ static bool load_providers(CfsFs *fs, const char *path, bool given,
 		g_cond_init(&slot->cond);
 		g_ptr_array_add(fs->slots, slot);
 	}
+	return true;
+}
+
+static bool parse_umask(const char *text, mode_t *out, GError **error)
+{
+	guint64 value = 0277;
+	char *end = NULL;
+
+	if (text) {
+		value = g_ascii_strtoull(text, &end, 8);
+		if (!*text || *end || value > 0777) {
+			g_set_error(error, CFS_ERROR, EINVAL, "option umask: "
+				    "an octal mode such as 0277 or 0022");
+			return false;
+		}
+	}
+	*out = (mode_t)value;
 	return true;
 }
 
@@ -224,7 +273,8 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config loop = { .clone_fd = 0,
 					 .max_idle_threads = 16 };
 	CfsOptions opts = { .parallel = 4, .list_ttl = 60,
-			    .list_wait = 3000, .stall_timeout = 30 };
+			    .list_wait = 3000, .stall_timeout = 30,
+			    .uid = -1, .gid = -1 };
 	CfsFs fs = { 0 };
 	struct fuse_session *se = NULL;
 	g_autoptr(GError) error = NULL;
@@ -234,6 +284,8 @@ int main(int argc, char *argv[])
 	GThread *tuner = NULL;
 	int ret = 1;
 
+	/* Memory holds secrets: no core dumps, no ptrace by other users. */
+	cfs_process_harden();
 	if (fuse_opt_parse(&args, &opts, cfs_opts, NULL) != 0 ||
 	    fuse_parse_cmdline(&args, &cmd) != 0)
 		return 1;
@@ -257,12 +309,9 @@ int main(int argc, char *argv[])
 	if (!cfs_log_init(opts.log, opts.verbose, &error))
 		goto fail;
 
-	config = opts.config ? g_strdup(opts.config) :
-			       g_build_filename(g_get_user_config_dir(),
-						"cloudfs", "cloudfs.conf", NULL);
+	config = opts.config ? g_strdup(opts.config) : default_config();
 	cache_dir = opts.cache_dir ? g_strdup(opts.cache_dir) :
-				     g_build_filename(g_get_user_cache_dir(),
-						      "cloudfs", NULL);
+				     default_cache_dir();
 	if (!parse_size_opt("cache_size", opts.cache_size, 8ULL << 30,
 			    &cache_size, &error) ||
 	    !parse_size_opt("min_free", opts.min_free, 1ULL << 30, &min_free,
@@ -278,6 +327,8 @@ int main(int argc, char *argv[])
 			    "a power of two from 64K to 256M");
 		goto fail;
 	}
+	if (!parse_umask(opts.umask, &fs.umask, &error))
+		goto fail;
 	if (opts.stall_timeout < 1) {
 		g_set_error(&error, CFS_ERROR, EINVAL,
 			    "option stall_timeout: at least 1 second");
@@ -300,13 +351,17 @@ int main(int argc, char *argv[])
 	fs.engine.parallel = opts.parallel;
 	fs.list_ttl_s = opts.list_ttl;
 	fs.list_wait_ms = opts.list_wait;
-	fs.uid = getuid();
-	fs.gid = getgid();
+	fs.uid = opts.uid >= 0 ? (uid_t)opts.uid : getuid();
+	fs.gid = opts.gid >= 0 ? (gid_t)opts.gid : getgid();
+
 	fs.read_ahead_kb = (guint)(read_ahead / 1024);
 	fs.mountpoint = cmd.mountpoint;
 	cfs_tree_init(&fs);
 
-	fuse_opt_add_arg(&args, "-oro,fsname=cloudfs,subtype=cloudfs");
+	/* The kernel checks modes and owners (uid, gid, umask): with
+	 * allow_other, other users get only what the modes give them. */
+	fuse_opt_add_arg(&args, "-oro,fsname=cloudfs,subtype=cloudfs,"
+			 "default_permissions");
 	se = fuse_session_new(&args, &cfs_fuse_ops, sizeof(cfs_fuse_ops), &fs);
 	if (!se)
 		goto out_tree;	/* libfuse said which option it did not know */
@@ -374,5 +429,6 @@ out_args:
 	g_free(opts.formats);
 	g_free(opts.log);
 	g_free(opts.read_ahead);
+	g_free(opts.umask);
 	return ret;
 }

@@ -27,7 +27,7 @@ static void node_stat(CfsFs *fs, CfsNode *n, struct stat *st)
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
 	if (n->kind == NODE_DIR) {
-		st->st_mode = S_IFDIR | 0555;
+		st->st_mode = S_IFDIR | (0555 & ~fs->umask);
 		st->st_nlink = 2;
 	} else {
 		guint64 size;
@@ -35,7 +35,7 @@ static void node_stat(CfsFs *fs, CfsNode *n, struct stat *st)
 		/* A size not known yet is 0: such files are read with
 		 * direct I/O to their real end (see open). */
 		cfs_node_size(fs, n, &size);
-		st->st_mode = S_IFREG | 0444;
+		st->st_mode = S_IFREG | (0444 & ~fs->umask);
 		st->st_nlink = 1;
 		st->st_size = (off_t)size;
 		st->st_blocks = (st->st_size + 511) / 512;

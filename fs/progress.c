@@ -5,7 +5,8 @@
  *   percent=12.5 rate=187.2MiB/s eta=40s [error="…"]
  * bytes: data present in the cache; total: data to transfer (the disk
  * less its holes; 0 while a stream's length is unknown); rate: bytes
- * landing per second since the last look.
+ * landing per second since the last look. The path and the error never
+ * hold a byte that would split a field: see progress_escape().
  */
 #include "common/util.h"
 #include "fs/export-private.h"
@@ -48,21 +49,45 @@ static guint64 progress_total(const CfsExtentMap *map, guint64 chunk)
 	return total;
 }
 
+/* A byte that would split a field or move a terminal: \xHH instead. */
+static bool progress_plain(guchar ch, bool quoted)
+{
+	if (ch < 0x20 || ch == 0x7f || ch == '\\' || ch == '"')
+		return false;
+	return quoted || (ch != ' ' && ch != '=');
+}
+
+static void progress_escape(GString *out, const char *text, bool quoted)
+{
+	for (const guchar *p = (const guchar *)text; *p; p++) {
+		if (progress_plain(*p, quoted))
+			g_string_append_c(out, (char)*p);
+		else
+			g_string_append_printf(out, "\\x%02x", *p);
+	}
+}
+
+/* The path field: never a space, '=', quote, backslash or control
+ * character, so that splitting on spaces and '=' always works. */
+static void progress_path(GString *out, const char *path)
+{
+	progress_escape(out, path, false);
+}
+
+/* The error field: in double quotes, with quotes, backslashes and
+ * control characters (newline, ESC) as \xHH. */
 static void progress_quote(GString *out, const char *text)
 {
 	g_string_append_c(out, '"');
-	for (const char *p = text; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			g_string_append_c(out, '\\');
-		g_string_append_c(out, *p == '\n' ? ' ' : *p);
-	}
+	progress_escape(out, text, true);
 	g_string_append_c(out, '"');
 }
 
 void cfs_progress_failed(GString *out, const char *path, const char *error)
 {
-	g_string_append_printf(out, "%s state=failed phase=- bytes=0 total=0 "
-			       "percent=0.0 rate=0B/s eta=- error=", path);
+	progress_path(out, path);
+	g_string_append(out, " state=failed phase=- bytes=0 total=0 "
+			"percent=0.0 rate=0B/s eta=- error=");
 	progress_quote(out, error);
 	g_string_append_c(out, '\n');
 }
@@ -127,9 +152,10 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 		eta = g_strdup(g_str_equal(state, "complete") ? "0s" : "-");
 	rate_text = cfs_format_bytes(g_str_equal(state, "transferring") ?
 					     rate : 0);
-	g_string_append_printf(out, "%s state=%s phase=%s bytes=%" G_GUINT64_FORMAT
+	progress_path(out, path);
+	g_string_append_printf(out, " state=%s phase=%s bytes=%" G_GUINT64_FORMAT
 			       " total=%" G_GUINT64_FORMAT " percent=%.1f "
-			       "rate=%s/s eta=%s", path, state, phase,
+			       "rate=%s/s eta=%s", state, phase,
 			       st.present, st.total, percent, rate_text, eta);
 	if (error) {
 		g_string_append(out, " error=");

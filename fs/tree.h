@@ -67,6 +67,7 @@ struct CfsFs {
 	guint list_wait_ms;		/* a first listing is waited for */
 	uid_t uid;
 	gid_t gid;
+	mode_t umask;	/* taken from 0444 (files) and 0555 (folders) */
 	char *mountpoint;
 	guint read_ahead_kb;
 	struct fuse_session *se;	/* for size invalidations */

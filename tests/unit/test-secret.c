@@ -5,6 +5,8 @@
  * never the contents).
  */
 #include <glib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <glib/gstdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -148,12 +150,24 @@ static void test_read_file_limit(void)
 	g_unlink(path);
 }
 
+/* No core dump may carry a secret to the disk. */
+static void test_harden(void)
+{
+	struct rlimit lim;
+
+	cfs_process_harden();
+	g_assert_cmpint(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), ==, 0);
+	g_assert_cmpint(getrlimit(RLIMIT_CORE, &lim), ==, 0);
+	g_assert_cmpuint(lim.rlim_cur, ==, 0);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	g_test_add_func("/secret/wipe", test_wipe);
 	g_test_add_func("/secret/dup-free", test_dup_free);
 	g_test_add_func("/secret/bytes", test_bytes);
+	g_test_add_func("/secret/harden", test_harden);
 	g_test_add_func("/secret/read-file", test_read_file);
 	g_test_add_func("/secret/read-file-bad", test_read_file_bad);
 	g_test_add_func("/secret/read-file-limit", test_read_file_limit);
