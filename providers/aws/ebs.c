@@ -18,6 +18,12 @@
 /* Blocks per ListSnapshotBlocks page (the API's most). */
 #ifndef AWS_EBS_PAGE
 #define AWS_EBS_PAGE 10000
+/* Bounds on what an endpoint says: block sizes EBS could use (it uses
+ * 512 KiB), and pages of a block list (a 64 TiB volume of 512 KiB blocks
+ * takes 13,422). */
+#define AWS_EBS_BLOCK_MIN (4 * 1024)
+#define AWS_EBS_BLOCK_MAX (16 * 1024 * 1024)
+#define AWS_EBS_PAGES_MAX 20000
 #endif
 
 typedef struct {
@@ -109,6 +115,7 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 	g_autofree char *what = g_strdup_printf("EBS ListSnapshotBlocks of %s",
 						es->snapshot_id);
 	bool ok = false;
+	guint pages = 0;
 
 	do {
 		g_autofree char *url = NULL, *tok = NULL;
@@ -139,12 +146,18 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 		if (!obj || !json_object_object_get_ex(obj, "Blocks", &arr) ||
 		    !json_object_is_type(arr, json_type_array) ||
 		    !json_u64(obj, "BlockSize", &es->block_size) ||
-		    es->block_size == 0) {
+		    es->block_size < AWS_EBS_BLOCK_MIN ||
+		    es->block_size > AWS_EBS_BLOCK_MAX ||
+		    (es->block_size & (es->block_size - 1))) {
 			g_set_error(error, CFS_ERROR, EIO, "%s: unexpected "
 				    "answer", what);
 			goto out;
 		}
-		json_u64(obj, "VolumeSize", volume_gib);
+		/* More than cloudfs takes is refused by the engine (EFBIG);
+		 * capped here so that it cannot wrap. */
+		if (json_u64(obj, "VolumeSize", volume_gib))
+			*volume_gib = MIN(*volume_gib,
+					  (CFS_DISK_SIZE_MAX >> 30) + 1);
 		ebs_note_expiry(obj, &es->expires);
 		for (size_t i = 0; i < json_object_array_length(arr); i++) {
 			json_object *b = json_object_array_get_idx(arr, i);
@@ -152,19 +165,39 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 			EbsBlock blk = { 0 };
 
 			if (!json_u64(b, "BlockIndex", &blk.index) ||
-			    !json_object_object_get_ex(b, "BlockToken", &t)) {
+			    !json_object_object_get_ex(b, "BlockToken", &t) ||
+			    !json_object_is_type(t, json_type_string)) {
 				g_set_error(error, CFS_ERROR, EIO, "%s: a block "
 					    "without index or token", what);
+				goto out;
+			}
+			if (blk.index >= CFS_DISK_SIZE_MAX / es->block_size ||
+			    blocks->len >= CFS_DISK_SIZE_MAX / es->block_size) {
+				g_set_error(error, CFS_ERROR, EIO, "%s: block "
+					    "%" G_GUINT64_FORMAT " is past any "
+					    "volume", what, blk.index);
 				goto out;
 			}
 			blk.token = g_strdup(json_object_get_string(t));
 			g_array_append_val(blocks, blk);
 		}
-		g_clear_pointer(&next, g_free);
 		if (json_object_object_get_ex(obj, "NextToken", &arr) && arr &&
 		    json_object_get_string(arr) &&
-		    *json_object_get_string(arr))
-			next = g_strdup(json_object_get_string(arr));
+		    *json_object_get_string(arr)) {
+			const char *tok_next = json_object_get_string(arr);
+
+			/* A token that repeats, or pages that never end. */
+			if (g_strcmp0(tok_next, next) == 0 ||
+			    ++pages >= AWS_EBS_PAGES_MAX) {
+				g_set_error(error, CFS_ERROR, EIO, "%s: the "
+					    "pages do not end", what);
+				goto out;
+			}
+			g_free(next);
+			next = g_strdup(tok_next);
+		} else {
+			g_clear_pointer(&next, g_free);
+		}
 	} while (next);
 	g_array_sort(blocks, block_cmp);
 	es->index = g_new(guint64, blocks->len + 1);
@@ -391,6 +424,15 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 		return NULL;
 	}
 	src->size = volume_gib ? volume_gib << 30 : d->size;
+	if (es->n && (es->index[es->n - 1] >= G_MAXUINT64 / es->block_size ||
+		      es->index[es->n - 1] * es->block_size >= src->size)) {
+		g_set_error(error, CFS_ERROR, EIO, "%s: snapshot %s lists block "
+			    "%" G_GUINT64_FORMAT " past the end of the volume",
+			    d->volume_id, sid, es->index[es->n - 1]);
+		aws_ebs_export_end(prov, disk, src);
+		cfs_source_free(src);
+		return NULL;
+	}
 	if (src->size != d->size)
 		g_message("aws: %s is now %" G_GUINT64_FORMAT " bytes (was %"
 			  G_GUINT64_FORMAT ")", d->volume_id, src->size,

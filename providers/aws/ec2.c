@@ -327,8 +327,12 @@ static GHashTable *list_volumes(AwsProvider *prov, const char *region,
 			g_autofree char *enc = aws_xml_text(v, "encrypted");
 			char *id = aws_xml_text(v, "volumeId");
 
-			vol->size_gib = size ? g_ascii_strtoull(size, NULL, 10)
-					     : 0;
+			/* Capped so that size_gib << 30 cannot wrap: a disk
+			 * over CFS_DISK_SIZE_MAX is refused at export. */
+			vol->size_gib = size ? MIN(g_ascii_strtoull(size, NULL,
+								    10),
+						   (CFS_DISK_SIZE_MAX >> 30) +
+							   1) : 0;
 			vol->type = aws_xml_text(v, "volumeType");
 			vol->state = aws_xml_text(v, "status");
 			vol->encrypted = g_strcmp0(enc, "true") == 0;

@@ -75,7 +75,9 @@ What it adds to moto
           set) answers "status" (429, 503 or 500; default code per status:
           ThrottlingException, ServiceUnavailable / SlowDown /
           RequestLimitExceeded, InternalError), at most "limit" times; or,
-          with "stall": S, waits S seconds and then answers normally. EBS
+          with "stall": S, waits S seconds and then answers normally; or,
+          with "body": B, answers B (JSON, or a string as it is) with
+          "status" (default 200), for hostile answers. EBS
           gets JSON with x-amzn-ErrorType, EC2 a Query XML error, S3 an XML
           error.
       GET  /_launcher/state        the seed state
@@ -569,6 +571,12 @@ def fault_for(action):
 
 
 def fault_response(service, action, f):
+    if "body" in f:  # a hostile or broken answer, as it is
+        body = f["body"]
+        if not isinstance(body, str):
+            body = json.dumps(body)
+        return int(f.get("status", 200)), \
+            [("Content-Type", "application/json")], body.encode()
     status = int(f.get("status", 503))
     code = f.get("code") or DEFAULT_CODES.get(service, DEFAULT_CODES["s3"]).get(
         status, "InternalError")
