@@ -29,6 +29,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/secret.h"
 #include "common/util.h"
 #include "providers/aws/aws-private.h"
 
@@ -60,7 +61,7 @@ static GKeyFile *aws_ini_load(const char *path, GError **error)
 		return NULL;
 	lines = g_strsplit(text, "\n", -1);
 	if (text)
-		memset(text, 0, strlen(text));
+		cfs_secret_wipe(text, strlen(text));
 	for (char **l = lines; *l; l++) {
 		char *line = *l, *eq;
 
@@ -103,14 +104,14 @@ static GKeyFile *aws_ini_load(const char *path, GError **error)
 				       g_strstrip(eq + 1));
 	}
 	for (char **l = lines; *l; l++)
-		memset(*l, 0, strlen(*l));
+		cfs_secret_wipe(*l, strlen(*l));
 	if (!g_key_file_load_from_data(kf, clean->str, clean->len,
 				       G_KEY_FILE_NONE, error)) {
 		g_prefix_error(error, "%s: ", path);
-		memset(clean->str, 0, clean->len);
+		cfs_secret_wipe(clean->str, clean->len);
 		return NULL;
 	}
-	memset(clean->str, 0, clean->len);
+	cfs_secret_wipe(clean->str, clean->len);
 	return g_steal_pointer(&kf);
 }
 
@@ -363,7 +364,7 @@ char *aws_endpoint(AwsProvider *prov, AwsService svc, const char *region)
 static void wipe_free(char *s)
 {
 	if (s)
-		memset(s, 0, strlen(s));
+		cfs_secret_wipe(s, strlen(s));
 	g_free(s);
 }
 

@@ -219,6 +219,13 @@ CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
 		key = g_strdup_printf("%s%s.%s", prov->s3_prefix, tid,
 				      prov->export_format);
 	}
+	/* The object is deleted afterwards: only one under our prefix. */
+	if (!g_str_has_prefix(key, prov->s3_prefix) || strstr(key, "..")) {
+		g_set_error(error, CFS_ERROR, EIO, "EC2 export task %s "
+			    "answered the object %s, outside s3_prefix '%s'",
+			    tid, key, prov->s3_prefix);
+		return NULL;
+	}
 	creds = aws_creds_get(prov, error);
 	if (!creds)
 		return NULL;

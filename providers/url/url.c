@@ -46,6 +46,8 @@ typedef struct {
 	CfsProvider base;
 	GPtrArray *images;	/* UrlImage* */
 	CfsHttpSettings *settings;	/* [url] insecure, ca_file, … */
+	char *mount_id;	/* this mount: what an image with no validator
+			 * is cached under, so no other mount resumes it */
 } UrlProvider;
 
 static void url_image_free(UrlImage *img)
@@ -148,6 +150,7 @@ static CfsProvider *url_create(GKeyFile *conf, const char *section,
 	prov->base.ctx = ctx;
 	prov->images = g_steal_pointer(&images);
 	prov->settings = g_steal_pointer(&settings);
+	prov->mount_id = g_uuid_string_random();
 	return &prov->base;
 }
 
@@ -157,6 +160,7 @@ static void url_free(CfsProvider *base)
 
 	g_ptr_array_unref(prov->images);
 	cfs_http_settings_unref(prov->settings);
+	g_free(prov->mount_id);
 	g_free(prov);
 }
 
@@ -205,6 +209,15 @@ static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 					req->etag ? req->etag : "",
 					req->last_modified ?
 						req->last_modified : "");
+	/* Without a validator, the bytes of another day may differ at the
+	 * same size: what this mount cached is not resumed by another. */
+	if (!req->etag && !req->last_modified) {
+		char *weak = g_strdup_printf("%s mount=%s", img->identity,
+					     ((UrlProvider *)base)->mount_id);
+
+		g_free(img->identity);
+		img->identity = weak;
+	}
 	g_free(img->etag);
 	/* Weak ETags cannot be used with If-Match. */
 	img->etag = req->etag && !g_str_has_prefix(req->etag, "W/") ?

@@ -9,6 +9,8 @@ the tests switch at run time through /_control.  Standard library only.
 
     python3 httpserver.py --root DIR [--port 0]      prints "PORT <n>"
 
+    --tls CERT KEY serves https instead.
+
 Control API (GET, or POST with a form or JSON body):
     /_control/stats            {path: {requests, bytes, data_bytes,
                                        inflight, max_inflight, ranges},
@@ -37,6 +39,9 @@ Fault parameters:
     stall=S          sleep S seconds before answering (stall_every=N: only
                      every Nth request)
     rate=B           send bodies at B bytes per second per connection
+    novalidators=1   send no ETag and no Last-Modified
+    redirect=URL     answer 302 with Location: URL (plus the request's
+                     path when URL ends in '/')
 """
 
 import argparse
@@ -64,10 +69,12 @@ class Faults:
     INT_KEYS = ("status", "fail_every", "fail_status", "cut_every",
                 "cut_after", "stall_every", "rate", "seed", "retry_after")
     FLOAT_KEYS = ("fail_prob", "stall")
-    BOOL_KEYS = ("ranged_only", "norange", "nolength")
+    BOOL_KEYS = ("ranged_only", "norange", "nolength", "novalidators")
 
     def __init__(self, params=None):
         self.path = None
+        self.redirect = None
+        self.novalidators = False
         self.status = 0
         self.fail_every = 0
         self.fail_prob = 0.0
@@ -93,6 +100,8 @@ class Faults:
             value = value[-1]
         if key == "path":
             self.path = str(value)
+        elif key == "redirect":
+            self.redirect = str(value)
         elif key in self.INT_KEYS:
             setattr(self, key, int(value))
         elif key in self.FLOAT_KEYS:
@@ -120,7 +129,9 @@ class Faults:
         self.seen += 1
         plan = {"status": self.status, "fail": 0, "cut": None,
                 "stall": 0.0, "norange": self.norange, "rate": self.rate,
-                "nolength": self.norange and self.nolength}
+                "nolength": self.norange and self.nolength,
+                "novalidators": self.novalidators,
+                "redirect": self.redirect}
         if self.stall and self.seen % max(self.stall_every, 1) == 0:
             plan["stall"] = self.stall
         if self.status:
@@ -245,6 +256,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path.startswith("/_control/"):
             return self.control(url)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        with self.server.state.lock:
+            target = self.server.state.faults.redirect
+        if target:  # a POST is redirected too (signed API calls)
+            with self.server.state.lock:
+                self.server.state.count_fault("302")
+            return self.reply_empty(302, [("Location", target)])
         self.reply_empty(405)
 
     def reply_empty(self, status, headers=()):
@@ -291,6 +311,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with state.lock:
                 state.count_fault("stall")
             time.sleep(plan["stall"])
+        if plan and plan["redirect"]:
+            target = plan["redirect"]
+            if target.endswith("/"):
+                target += url.path.lstrip("/")
+            with state.lock:
+                rec["status"] = 302
+                state.count_fault("302")
+            return self.reply_empty(302, [("Location", target)])
         if plan and (plan["status"] or plan["fail"]):
             status = plan["status"] or plan["fail"]
             with state.lock:
@@ -337,9 +365,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
         if not (plan and plan["norange"]):
             self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", etag)
-        self.send_header("Last-Modified",
-                         email.utils.formatdate(st.st_mtime, usegmt=True))
+        if not (plan and plan["novalidators"]):
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified",
+                             email.utils.formatdate(st.st_mtime, usegmt=True))
         self.end_headers()
         with state.lock:
             rec.update(status=status, start=start, end=end)
@@ -413,9 +442,16 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"),
+                    help="serve https with this certificate and key")
     args = ap.parse_args()
 
     server = Server((args.bind, args.port), args.root, args.verbose)
+    if args.tls:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*args.tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print("PORT %d" % server.server_address[1], flush=True)
     try:

@@ -41,7 +41,7 @@ EXIT_TIMEOUT = 20
 TEST_DEADLINE = 240  # a test that runs longer has its daemons killed
 
 BAD_LOG_PATTERNS = ("ERROR: AddressSanitizer", "runtime error:",
-                    "LeakSanitizer", "CRITICAL")
+                    "LeakSanitizer", "WARNING: ThreadSanitizer", "CRITICAL")
 
 DAEMON_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
@@ -255,26 +255,33 @@ def images(tmp_path):
 class HttpServer:
     """tests/emulators/httpserver.py in a child process."""
 
-    def __init__(self, root, log):
+    def __init__(self, root, log, tls=None):
         self.root = Path(root)
         self.log = open(log, "wb")
+        self.tls = tls
+        extra = ["--tls", *map(str, tls)] if tls else []
         self.proc = subprocess.Popen(
-            [sys.executable, str(HTTP_SERVER), "--root", str(root)],
+            [sys.executable, str(HTTP_SERVER), "--root", str(root), *extra],
             stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline().decode()
         if not line.startswith("PORT "):
             self.stop()
             raise RuntimeError("http server did not start: %r" % line)
         self.port = int(line.split()[1])
-        self.base = "http://127.0.0.1:%d" % self.port
+        self.base = "%s://127.0.0.1:%d" % ("https" if tls else "http",
+                                           self.port)
 
     def url(self, name):
         return "%s/%s" % (self.base, name)
 
     def control(self, what, **params):
         query = urllib.parse.urlencode(params)
+        ctx = None
+        if self.tls:
+            import ssl
+            ctx = ssl.create_default_context(cafile=str(self.tls[0]))
         with urllib.request.urlopen("%s/_control/%s?%s" % (self.base, what, query),
-                                    timeout=10) as resp:
+                                    timeout=10, context=ctx) as resp:
             return json.load(resp)
 
     def stats(self, name=None):

@@ -61,3 +61,42 @@ def test_hostile_block_list(case, emu, mount, monkeypatch):
     assert words in line.get("error", ""), line
     # The daemon is alive and the folder answers.
     assert (web / "info.json").read_bytes()
+
+
+FOREIGN_KEY = "backups/payroll.vmdk"
+FOREIGN_TASK = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<DescribeExportTasksResponse xmlns="http://ec2.amazonaws.com/doc/'
+    '2016-11-15/"><requestId>r</requestId><exportTaskSet><item>'
+    '<exportTaskId>export-i-0123</exportTaskId><state>completed</state>'
+    '<exportToS3><diskImageFormat>vmdk</diskImageFormat>'
+    '<s3Bucket>exports</s3Bucket><s3Key>%s</s3Key></exportToS3>'
+    '</item></exportTaskSet></DescribeExportTasksResponse>' % FOREIGN_KEY)
+
+
+def test_export_key_outside_prefix_is_not_touched(emu, mount, monkeypatch):
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu, mode="export", s3_bucket="exports",
+                                     s3_prefix="cloudfs/"))
+    emu.faults({"DescribeExportTasks": {"body": FOREIGN_TASK}})
+    web = vm_dir(m, emu, "web01")
+    with pytest.raises(OSError) as exc:
+        read_range(web / "disk.vmdk", 0, 4096, timeout=60)
+    assert exc.value.errno == errno.EIO
+    line = m.wait_state("aws/%s/disk.vmdk.progress" % web.name, "failed")
+    assert "outside s3_prefix" in line.get("error", ""), line
+    assert emu.calls("GetObject") == 0
+    assert emu.calls("DeleteObject") == 0
+
+
+def test_signed_request_not_redirected(emu, mount, monkeypatch, http_server):
+    """A signed call answered with a redirect to another host fails; the
+    other host never sees the signature."""
+    aws_env(monkeypatch)
+    http_server.faults(redirect=emu.endpoint + "/")
+    m = mount(config_text=aws_config(emu, endpoint_url=http_server.base))
+    line = m.progress("aws")[0]
+    assert line["state"] == "failed", line
+    assert "302" in line.get("error", ""), line
+    assert emu.calls("DescribeInstances") == 0
+    assert http_server.injected().get("302", 0) >= 1

@@ -140,3 +140,53 @@ def test_progress_path_escaped(http_server, images, mount):
     fields = line.split(" ")
     assert fields[0] == "url/web\\x2001/disk.raw", line
     assert all("=" in f for f in fields[1:]), line
+
+
+# --- redirects and validators ----------------------------------------------
+
+@pytest.fixture
+def tls_cert(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    res = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        capture_output=True, text=True)
+    if res.returncode:
+        pytest.skip("openssl cannot make a certificate: %s" % res.stderr)
+    return cert, key
+
+
+def test_https_to_http_redirect_refused(http_server, images, mount, tmp_path,
+                                        tls_cert):
+    from conftest import HttpServer
+    img = images.random("web01.raw", 2 * MiB, seed=86)
+    tls = HttpServer(images.root, tmp_path / "https.log", tls=tls_cert)
+    try:
+        tls.faults(redirect=http_server.base + "/")
+        m = mount(config_text="[url]\nca_file = %s\nweb01 = %s\n"
+                  % (tls_cert[0], tls.url(img.name)))
+        line = m.progress("url/web01")[0]
+        assert line["state"] == "failed", line
+        # Refused for the scheme (not for TLS: the certificate was good).
+        assert 'Protocol \\x22http\\x22 not supported' in \
+            line.get("error", ""), line
+        assert http_server.stats(img.name)["requests"] == 0
+    finally:
+        tls.stop()
+
+
+def test_no_validator_no_resume(http_server, images, mount, tmp_path):
+    img = images.random("web01.raw", 4 * MiB, seed=87)
+    urls = {"web01": http_server.url(img.name)}
+    cache = tmp_path / "cache"
+    http_server.faults(novalidators=1)
+    m = mount(urls, cache_dir=cache)
+    assert read_all(m.disk("web01")) == img.read(0, img.size)
+    m.unmount()
+    sent = http_server.data_bytes(img.name)
+    assert sent >= img.size
+    again = mount(urls, cache_dir=cache)
+    assert again.disk_progress("web01")["bytes"] == "0"
+    assert read_all(again.disk("web01")) == img.read(0, img.size)
+    assert http_server.data_bytes(img.name) >= sent + img.size
