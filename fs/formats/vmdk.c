@@ -233,7 +233,8 @@ static void vmdk_fill_trailer(const VmdkView *v, guint8 *dst, guint64 off,
 
 	vmdk_fill_marker(dst, off, len, v->trailer, v->gd_sectors,
 			 VMDK_MARKER_GD);
-	if (off + len > gd && off < end) {
+	/* An empty disk has no grain directory: end == gd. */
+	if (end > gd && off + len > gd && off < end) {
 		guint64 e0 = (MAX(off, gd) - gd) / 4;
 		guint64 e1 = (MIN(off + len, end) - 1 - gd) / 4;
 
