@@ -17,6 +17,9 @@
 #include "util.h"
 
 #define ERROR_BODY_MAX (64 * 1024)
+/* What a request without a body callback buffers at most: API answers
+ * (a page of a listing, an export's status), never disk bytes. */
+#define BODY_MAX (64 * 1024 * 1024)
 
 typedef struct {
 	double limit;		/* concurrent requests allowed */
@@ -296,6 +299,8 @@ static size_t http_write_cb(char *data, size_t size, size_t n, void *opaque)
 			req->response = g_byte_array_new();
 		if (req->status >= 300 && req->response->len >= ERROR_BODY_MAX)
 			return len;
+		if (req->response->len + len > BODY_MAX)
+			return 0;	/* ends the transfer: see http_finish() */
 		g_byte_array_append(req->response, (const guint8 *)data, len);
 		return len;
 	}
@@ -588,6 +593,13 @@ static void http_finish(CfsHttp *http, CfsHttpRequest *req, CURLcode code)
 		error = g_error_new(CFS_ERROR, verdict == CFS_HTTP_REAUTH ?
 					EACCES : EIO, "HTTP %ld from %s",
 				    req->status, req->host);
+	} else if (code == CURLE_WRITE_ERROR && req->response &&
+		   req->status < 300 && !req->on_body &&
+		   req->response->len + CURL_MAX_WRITE_SIZE > BODY_MAX) {
+		req->verdict = CFS_HTTP_FINAL;
+		error = g_error_new(CFS_ERROR, EIO, "the answer from %s is "
+				    "larger than %d MiB", req->host,
+				    BODY_MAX >> 20);
 	} else if (code == CURLE_WRITE_ERROR) {
 		error = g_error_new(CFS_ERROR, ECANCELED, "transfer from %s "
 				    "cancelled", req->host);
