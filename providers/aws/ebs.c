@@ -106,6 +106,74 @@ static void ebs_note_expiry(json_object *obj, gint64 *expires)
 		*expires = (gint64)(t * G_USEC_PER_SEC);
 }
 
+/* One page of a ListSnapshotBlocks answer: its blocks onto @blocks
+ * (EbsBlock), the block size into @es, the volume size into @volume_gib,
+ * and the next page's token into *@next (NULL at the end; an error for a
+ * token that repeats or pages past AWS_EBS_PAGES_MAX). Everything in it
+ * is bounded: the answer is not trusted. */
+static bool ebs_parse_page(const char *text, EbsSource *es, GArray *blocks,
+			guint64 *volume_gib, char **next, guint *pages,
+			const char *what, GError **error)
+{
+	g_autoptr(json_object) obj = json_tokener_parse(text);
+	json_object *arr = NULL;
+
+	if (!obj || !json_object_object_get_ex(obj, "Blocks", &arr) ||
+	    !json_object_is_type(arr, json_type_array) ||
+	    !json_u64(obj, "BlockSize", &es->block_size) ||
+	    es->block_size < AWS_EBS_BLOCK_MIN ||
+	    es->block_size > AWS_EBS_BLOCK_MAX ||
+	    (es->block_size & (es->block_size - 1))) {
+		g_set_error(error, CFS_ERROR, EIO, "%s: unexpected answer",
+			    what);
+		return false;
+	}
+	/* More than cloudfs takes is refused by the engine (EFBIG); capped
+	 * here so that it cannot wrap. */
+	if (json_u64(obj, "VolumeSize", volume_gib))
+		*volume_gib = MIN(*volume_gib, (CFS_DISK_SIZE_MAX >> 30) + 1);
+	ebs_note_expiry(obj, &es->expires);
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		json_object *b = json_object_array_get_idx(arr, i);
+		json_object *t = NULL;
+		EbsBlock blk = { 0 };
+
+		if (!json_u64(b, "BlockIndex", &blk.index) ||
+		    !json_object_object_get_ex(b, "BlockToken", &t) ||
+		    !json_object_is_type(t, json_type_string)) {
+			g_set_error(error, CFS_ERROR, EIO, "%s: a block without "
+				    "index or token", what);
+			return false;
+		}
+		if (blk.index >= CFS_DISK_SIZE_MAX / es->block_size ||
+		    blocks->len >= CFS_DISK_SIZE_MAX / es->block_size) {
+			g_set_error(error, CFS_ERROR, EIO, "%s: block %"
+				    G_GUINT64_FORMAT " is past any volume",
+				    what, blk.index);
+			return false;
+		}
+		blk.token = g_strdup(json_object_get_string(t));
+		g_array_append_val(blocks, blk);
+	}
+	if (json_object_object_get_ex(obj, "NextToken", &arr) && arr &&
+	    json_object_get_string(arr) && *json_object_get_string(arr)) {
+		const char *tok_next = json_object_get_string(arr);
+
+		/* A token that repeats, or pages that never end. */
+		if (g_strcmp0(tok_next, *next) == 0 ||
+		    ++*pages >= AWS_EBS_PAGES_MAX) {
+			g_set_error(error, CFS_ERROR, EIO, "%s: the pages do "
+				    "not end", what);
+			return false;
+		}
+		g_free(*next);
+		*next = g_strdup(tok_next);
+	} else {
+		g_clear_pointer(next, g_free);
+	}
+	return true;
+}
+
 /* ListSnapshotBlocks, every page, into @es; @volume_gib from the answer. */
 static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 			    guint64 *volume_gib, GError **error)
@@ -120,9 +188,7 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 	do {
 		g_autofree char *url = NULL, *tok = NULL;
 		g_autoptr(CfsHttpRequest) req = NULL;
-		g_autoptr(json_object) obj = NULL;
 		g_autofree char *text = NULL;
-		json_object *arr = NULL;
 
 		if (next) {
 			tok = cfs_sigv4_uri_encode(next, strlen(next), false);
@@ -142,62 +208,9 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 		text = req->response ?
 			g_strndup((const char *)req->response->data,
 				  req->response->len) : g_strdup("");
-		obj = json_tokener_parse(text);
-		if (!obj || !json_object_object_get_ex(obj, "Blocks", &arr) ||
-		    !json_object_is_type(arr, json_type_array) ||
-		    !json_u64(obj, "BlockSize", &es->block_size) ||
-		    es->block_size < AWS_EBS_BLOCK_MIN ||
-		    es->block_size > AWS_EBS_BLOCK_MAX ||
-		    (es->block_size & (es->block_size - 1))) {
-			g_set_error(error, CFS_ERROR, EIO, "%s: unexpected "
-				    "answer", what);
+		if (!ebs_parse_page(text, es, blocks, volume_gib, &next,
+				    &pages, what, error))
 			goto out;
-		}
-		/* More than cloudfs takes is refused by the engine (EFBIG);
-		 * capped here so that it cannot wrap. */
-		if (json_u64(obj, "VolumeSize", volume_gib))
-			*volume_gib = MIN(*volume_gib,
-					  (CFS_DISK_SIZE_MAX >> 30) + 1);
-		ebs_note_expiry(obj, &es->expires);
-		for (size_t i = 0; i < json_object_array_length(arr); i++) {
-			json_object *b = json_object_array_get_idx(arr, i);
-			json_object *t = NULL;
-			EbsBlock blk = { 0 };
-
-			if (!json_u64(b, "BlockIndex", &blk.index) ||
-			    !json_object_object_get_ex(b, "BlockToken", &t) ||
-			    !json_object_is_type(t, json_type_string)) {
-				g_set_error(error, CFS_ERROR, EIO, "%s: a block "
-					    "without index or token", what);
-				goto out;
-			}
-			if (blk.index >= CFS_DISK_SIZE_MAX / es->block_size ||
-			    blocks->len >= CFS_DISK_SIZE_MAX / es->block_size) {
-				g_set_error(error, CFS_ERROR, EIO, "%s: block "
-					    "%" G_GUINT64_FORMAT " is past any "
-					    "volume", what, blk.index);
-				goto out;
-			}
-			blk.token = g_strdup(json_object_get_string(t));
-			g_array_append_val(blocks, blk);
-		}
-		if (json_object_object_get_ex(obj, "NextToken", &arr) && arr &&
-		    json_object_get_string(arr) &&
-		    *json_object_get_string(arr)) {
-			const char *tok_next = json_object_get_string(arr);
-
-			/* A token that repeats, or pages that never end. */
-			if (g_strcmp0(tok_next, next) == 0 ||
-			    ++pages >= AWS_EBS_PAGES_MAX) {
-				g_set_error(error, CFS_ERROR, EIO, "%s: the "
-					    "pages do not end", what);
-				goto out;
-			}
-			g_free(next);
-			next = g_strdup(tok_next);
-		} else {
-			g_clear_pointer(&next, g_free);
-		}
 	} while (next);
 	g_array_sort(blocks, block_cmp);
 	es->index = g_new(guint64, blocks->len + 1);
