@@ -327,13 +327,15 @@ void cfs_store_detach(CfsStore *store, CfsCache *cache)
 	 * of the dormant ones. */
 	d->path = g_strdup(cache->dir);
 	d->name = g_strdup(cache->name);
-	d->bytes = cache->present;
 	d->mtime = g_get_real_time() / G_USEC_PER_SEC;
 	g_mutex_lock(&store->lock);
 	store->caches = g_list_remove(store->caches, cache);
 	/* An eviction or sync may walk a copy of the list holding it. */
 	while (store->walkers)
 		g_cond_wait(&store->cond, &store->lock);
+	g_mutex_lock(&cache->lock);
+	d->bytes = cache->present;
+	g_mutex_unlock(&cache->lock);
 	store->dormant = g_list_append(store->dormant, d);
 	g_mutex_unlock(&store->lock);
 }

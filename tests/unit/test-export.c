@@ -76,6 +76,8 @@ typedef struct {
 	Fake prov;
 	CfsEngine engine;
 	CfsExport *ex;
+	CfsExport *other;	/* freed once the engine stopped: its jobs
+				 * may run until then */
 } Env;
 
 static void env_init(Env *e, guint64 cache_limit)
@@ -106,6 +108,7 @@ static void env_clear(Env *e)
 
 	cfs_engine_stop(&e->engine);
 	cfs_export_free(e->ex);
+	cfs_export_free(e->other);
 	cfs_control_free(e->engine.ctx.control);
 	cfs_store_free(e->engine.store);
 	g_assert_cmpint(system(cmd), ==, 0);
@@ -151,7 +154,7 @@ static void evict_by_another(Env *e)
 		g_assert_true(cfs_export_read_sync(other, NULL, buf, MiB, off,
 						   NULL));
 	cfs_export_release(other);
-	cfs_export_free(other);
+	e->other = other;
 }
 
 static void test_views_follow_reexport(void)
@@ -246,11 +249,13 @@ static void test_stress_reopen(void)
 	CfsExport *other;
 	Env e;
 
+
 	env_init(&e, 1 * MiB);	/* four chunks: eviction all the time */
 	e.prov.data = 768 * 1024;
 	disk->id = g_strdup("another-disk");
 	other = cfs_export_new(&e.engine, &e.prov.base, disk,
 			       "fake/other/disk");
+	e.other = other;
 	for (guint i = 1; i < G_N_ELEMENTS(names); i++) {
 		cfs_export_add_view(e.ex, cfs_format_find(names[i]));
 		cfs_export_add_view(other, cfs_format_find(names[i]));
@@ -276,8 +281,6 @@ static void test_stress_reopen(void)
 		       g_atomic_int_get(&e.prov.ended));
 	g_assert_cmpuint(reads, >, 0);
 	g_assert_cmpint(g_atomic_int_get(&e.prov.generation), >, 2);
-	cfs_engine_stop(&e.engine);
-	cfs_export_free(other);
 	env_clear(&e);
 }
 
