@@ -94,6 +94,19 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	return ex;
 }
 
+/* Whether every chunk is in: for a stream of unknown length, every chunk
+ * up to its end, once it ended. Export lock held. */
+static bool export_complete(CfsExport *ex)
+{
+	CfsCacheStats st;
+
+	if (ex->source->size == CFS_SIZE_UNKNOWN)
+		return ex->stream_size != CFS_SIZE_UNKNOWN &&
+		       cfs_cache_present_upto(ex->cache, ex->stream_size);
+	cfs_cache_stats(ex->cache, &st);
+	return st.present == st.total && st.inflight == 0;
+}
+
 void cfs_export_end(CfsExport *ex)
 {
 	bool end;
@@ -102,6 +115,8 @@ void cfs_export_end(CfsExport *ex)
 	while (ex->state == EXPORT_PREPARING)
 		g_cond_wait(&ex->cond, &ex->lock);
 	end = ex->source && !ex->released && ex->prov->ops->export_end;
+	if (end)
+		ex->source->complete = export_complete(ex);
 	ex->released = true;
 	g_mutex_unlock(&ex->lock);
 	cfs_grant_stop(ex);
@@ -136,6 +151,16 @@ void cfs_export_free(CfsExport *ex)
 CfsDisk *cfs_export_disk(CfsExport *ex)
 {
 	return ex->disk;
+}
+
+CfsProvider *cfs_export_provider(CfsExport *ex)
+{
+	return ex->prov;
+}
+
+const char *cfs_export_path(CfsExport *ex)
+{
+	return ex->path;
 }
 
 static void export_phase(CfsExportReport *report, const char *phase,
@@ -193,6 +218,7 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
 static void export_end_job(CfsExport *ex)
 {
 	cfs_grant_stop(ex);
+	ex->source->complete = true;	/* only complete exports end here */
 	ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
 	g_message("%s: complete, export released", ex->path);
 }
@@ -389,14 +415,6 @@ static void export_push_job(CfsExport *ex, bool end)
 	cfs_control_push(ex->engine->ctx.control, export_job, job);
 }
 
-/* Whether every chunk is in. */
-static bool export_complete(CfsCache *cache)
-{
-	CfsCacheStats st;
-
-	cfs_cache_stats(cache, &st);
-	return st.present == st.total && st.inflight == 0;
-}
 
 void cfs_export_open(CfsExport *ex)
 {
@@ -407,7 +425,7 @@ void cfs_export_open(CfsExport *ex)
 	ex->opens++;
 	if (ex->state == EXPORT_IDLE || ex->state == EXPORT_FAILED ||
 	    (ex->state == EXPORT_READY && ex->released && ex->opens == 1 &&
-	     !export_complete(ex->cache))) {
+	     !export_complete(ex))) {
 		ex->state = EXPORT_PREPARING;
 		g_clear_pointer(&ex->error, g_free);
 		start = true;
@@ -430,7 +448,7 @@ void cfs_export_release(CfsExport *ex)
 	ex->opens--;
 	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
 	if (cache && ex->opens == 0 && !ex->released &&
-	    ex->prov->ops->export_end && export_complete(cache)) {
+	    ex->prov->ops->export_end && export_complete(ex)) {
 		ex->released = true;
 		end = true;
 	}
@@ -586,7 +604,7 @@ static void stream_end_job(gpointer data)
 	cfs_engine_job_end(engine);
 }
 
-void cfs_export_stream_ended(CfsExport *ex, guint64 size)
+void cfs_export_stream_ended(CfsExport *ex, guint64 size, guint64 last)
 {
 	guint64 chunk = cfs_cache_chunk_size(ex->cache);
 	guint64 n = cfs_cache_n_chunks(ex->cache);
@@ -598,6 +616,8 @@ void cfs_export_stream_ended(CfsExport *ex, guint64 size)
 	g_mutex_unlock(&ex->lock);
 	g_message("%s: the stream ended after %" G_GUINT64_FORMAT " bytes",
 		  ex->path, size);
+	if (last != G_MAXUINT64)
+		cfs_cache_chunk_done(ex->cache, last, NULL);
 	/* Chunks past the end hold nothing: complete, so their readers
 	 * wake (and read the end of the file). */
 	for (guint64 idx = (size + chunk - 1) / chunk; idx < n; idx++)

@@ -161,6 +161,11 @@ static bool load_providers(CfsFs *fs, const char *path, bool given,
 		g_mutex_init(&slot->lock);
 		g_cond_init(&slot->cond);
 		g_ptr_array_add(fs->slots, slot);
+		if (!cfs_slot_load_filters(slot, conf, *g, &local)) {
+			g_set_error(error, CFS_ERROR, EINVAL,
+				    "config file %s: %s", path, local->message);
+			return false;
+		}
 	}
 	return true;
 }
@@ -223,6 +228,8 @@ static void slots_free(CfsFs *fs)
 		g_autofree char *name = slot->prov->name;
 
 		slot->prov->ops->free(slot->prov);
+		g_strfreev(slot->include);
+		g_strfreev(slot->exclude);
 		g_mutex_clear(&slot->lock);
 		g_cond_clear(&slot->cond);
 		g_free(slot->error);

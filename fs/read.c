@@ -93,6 +93,8 @@ static void read_finish(ReadCtx *ctx, const GError *failed)
 		ok = cfs_cache_pread(ctx->ex->cache, buf, ctx->size, ctx->off,
 				     &error);
 	if (ok) {
+		__atomic_fetch_add(&ctx->ex->served, ctx->size,
+				   __ATOMIC_RELAXED);
 		fuse_reply_buf(ctx->req, buf, ctx->size);
 	} else {
 		g_warning("%s: %s", ctx->ex->path, error->message);
@@ -203,8 +205,12 @@ void cfs_read_go(gpointer data, const GError *error)
 	 * not woken). Once parked, ctx may be answered and freed at any
 	 * time: it is not touched again here. */
 	if (cfs_cache_acquire(ex->cache, (CfsExtent *)(void *)ranges->data,
-			      ranges->len, read_wake, ctx, &ctx->hold))
+			      ranges->len, read_wake, ctx, &ctx->hold)) {
+		__atomic_fetch_add(&ex->hits, 1, __ATOMIC_RELAXED);
 		read_finish(ctx, NULL);
+	} else {
+		__atomic_fetch_add(&ex->misses, 1, __ATOMIC_RELAXED);
+	}
 	/* After the demand fetches, so that they go first. */
 	if (raw_len)
 		cfs_cache_note_read(ex->cache, raw_off, raw_len);
