@@ -24,7 +24,7 @@ import (
 
 func (e *emulator) registerObjects() {
 	content := simulator.Map.Get(types.ManagedObjectReference{Type: "ServiceInstance", Value: "ServiceInstance"}).(*simulator.ServiceInstance).Content
-	p := &pager{emu: e, pc: content.PropertyCollector, pages: map[string][]types.ObjectContent{}}
+	p := &pager{emu: e, pc: content.PropertyCollector, pages: map[string]rest{}}
 	p.Self = types.ManagedObjectReference{Type: pagerType, Value: content.PropertyCollector.Value}
 	simulator.Map.Put(p)
 	e.pager = p

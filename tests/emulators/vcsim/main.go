@@ -34,12 +34,10 @@ func main() {
 	workDir := flag.String("workdir", "", "folder for generated export streams (default: a temp dir)")
 	leaseTimeout := flag.Int("lease-timeout", 300, "HttpNfcLease timeout in seconds without progress")
 	pageSize := flag.Int("page-size", 2, "largest RetrievePropertiesEx page (0: no paging)")
-	quiet := flag.Bool("quiet", true, "discard the simulator's own log")
+	username := flag.String("username", "user", "the one account Login accepts")
+	password := flag.String("password", "pass", "its password")
 	flag.Parse()
-
-	if *quiet {
-		log.SetOutput(os.Stderr)
-	}
+	log.SetOutput(os.Stderr)
 
 	var model *simulator.Model
 	switch *modelName {
@@ -79,7 +77,8 @@ func main() {
 	}
 	emu.registerObjects()
 
-	model.Service.Listen = &url.URL{Host: *listen}
+	// A Userinfo other than simulator.DefaultLogin makes Login check both.
+	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
 	if *certFile != "" {
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {

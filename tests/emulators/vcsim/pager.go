@@ -24,15 +24,22 @@ type pager struct {
 	pc  types.ManagedObjectReference // the simulator's collector
 
 	mu    sync.Mutex // protects pages and next
-	pages map[string][]types.ObjectContent
+	pages map[string]rest
 	next  int
+}
+
+// rest is what a token stands for: the objects left, and the page cap the
+// first call asked for (options.maxObjects).
+type rest struct {
+	objs []types.ObjectContent
+	max  int32
 }
 
 func (p *pager) Reference() types.ManagedObjectReference { return p.Self }
 
 func (p *pager) reset() {
 	p.mu.Lock()
-	p.pages = map[string][]types.ObjectContent{}
+	p.pages = map[string]rest{}
 	p.mu.Unlock()
 }
 
@@ -49,7 +56,7 @@ func (p *pager) page(objs []types.ObjectContent, max int32) types.RetrieveResult
 	defer p.mu.Unlock()
 	p.next++
 	token := fmt.Sprintf("%d", p.next)
-	p.pages[token] = append([]types.ObjectContent(nil), objs[limit:]...)
+	p.pages[token] = rest{append([]types.ObjectContent(nil), objs[limit:]...), max}
 	p.emu.count("pager.pages", 1)
 	return types.RetrieveResult{Objects: objs[:limit], Token: token}
 }
@@ -79,7 +86,7 @@ func (p *pager) ContinueRetrievePropertiesEx(ctx *simulator.Context, req *types.
 		return body
 	}
 	p.mu.Lock()
-	rest, ok := p.pages[req.Token]
+	left, ok := p.pages[req.Token]
 	delete(p.pages, req.Token)
 	p.mu.Unlock()
 	if !ok {
@@ -87,7 +94,7 @@ func (p *pager) ContinueRetrievePropertiesEx(ctx *simulator.Context, req *types.
 			&types.InvalidArgument{InvalidProperty: "token"})
 		return body
 	}
-	result := p.page(rest, 0)
+	result := p.page(left.objs, left.max)
 	body.Res = &types.ContinueRetrievePropertiesExResponse{Returnval: result}
 	return body
 }
