@@ -14,14 +14,15 @@ xmlDoc *cfs_xml_parse(const void *data, gsize len, gsize max, GError **error)
 	xmlDoc *doc;
 
 	if (len > max || len > G_MAXINT) {
-		g_set_error(error, CFS_ERROR, EIO, "an XML answer of %" G_GSIZE_FORMAT
+		g_set_error(error, CFS_ERROR, EIO,
+			    "an XML answer of %" G_GSIZE_FORMAT
 			    " bytes is over the limit of %" G_GSIZE_FORMAT,
 			    len, max);
 		return NULL;
 	}
 	doc = xmlReadMemory(data, (int)len, "answer.xml", NULL,
 			    XML_PARSE_NONET | XML_PARSE_NOERROR |
-			    XML_PARSE_NOWARNING | XML_PARSE_NOCDATA);
+				XML_PARSE_NOWARNING | XML_PARSE_NOCDATA);
 	if (!doc || !xmlDocGetRootElement(doc)) {
 		if (doc)
 			xmlFreeDoc(doc);
@@ -81,8 +82,7 @@ char *cfs_xml_text(const xmlNode *node)
 	return out;
 }
 
-char *cfs_xml_path_text(const xmlNode *node, const char *ns,
-			const char *path)
+char *cfs_xml_path_text(const xmlNode *node, const char *ns, const char *path)
 {
 	return cfs_xml_text(cfs_xml_path(node, ns, path));
 }
@@ -103,14 +103,15 @@ char *cfs_xml_xsi_type(const xmlNode *node, char **ns_uri)
 		return NULL;
 	colon = strchr((const char *)value, ':');
 	if (ns_uri) {
-		g_autofree char *prefix = colon ?
-			g_strndup((const char *)value,
-				  colon - (const char *)value) : NULL;
+		g_autofree char *prefix =
+		    colon ? g_strndup((const char *)value,
+				      colon - (const char *)value)
+			  : NULL;
 		xmlNs *ns = xmlSearchNs(node->doc, (xmlNode *)node,
 					(const xmlChar *)prefix);
 
-		*ns_uri = ns && ns->href ? g_strdup((const char *)ns->href) :
-					   NULL;
+		*ns_uri =
+		    ns && ns->href ? g_strdup((const char *)ns->href) : NULL;
 	}
 	local = g_strdup(colon ? colon + 1 : (const char *)value);
 	xmlFree(value);

@@ -37,8 +37,7 @@ xmlNode *cfs_xml_path(const xmlNode *node, const char *ns, const char *path);
  * stripped of surrounding white space; NULL when there is no such
  * element. Transfer full. */
 char *cfs_xml_text(const xmlNode *node);
-char *cfs_xml_path_text(const xmlNode *node, const char *ns,
-			const char *path);
+char *cfs_xml_path_text(const xmlNode *node, const char *ns, const char *path);
 
 /*
  * The xsi:type of @node (the attribute found by the XML Schema instance

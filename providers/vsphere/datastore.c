@@ -15,10 +15,10 @@
 
 typedef struct {
 	VsProvider *prov;
-	char *url;		/* of the flat extent */
-	VsRef snapshot;		/* the temporary snapshot, or none */
-	char *what;		/* "VM/disk" for messages */
-	guint gen;		/* session generation last renewed to */
+	char *url;	/* of the flat extent */
+	VsRef snapshot; /* the temporary snapshot, or none */
+	char *what;	/* "VM/disk" for messages */
+	guint gen;	/* session generation last renewed to */
 } DsSource;
 
 char *vs_flat_name(const char *file)
@@ -62,11 +62,11 @@ static long probe_once(VsProvider *prov, const char *url, char **validator,
 	for (struct curl_slist *h = req->auth_headers; h; h = h->next)
 		cfs_secret_wipe(h->data, strlen(h->data));
 	if (ok && validator)
-		*validator = g_strdup(req->etag ? req->etag :
-				      req->last_modified);
+		*validator =
+		    g_strdup(req->etag ? req->etag : req->last_modified);
 	if (ok && total && !cfs_http_content_range(req, &start, &last, total))
-		*total = req->content_length > 0 ?
-			 (guint64)req->content_length : 0;
+		*total =
+		    req->content_length > 0 ? (guint64)req->content_length : 0;
 	return req->status;
 }
 
@@ -95,7 +95,7 @@ static bool ds_plan(CfsSource *src, guint64 off, guint64 len, GArray *pieces,
 		    GError **error)
 {
 	DsSource *ds = src->priv;
-	CfsSourcePiece piece = { cfs_http_request_new(ds->url), off, len };
+	CfsSourcePiece piece = {cfs_http_request_new(ds->url), off, len};
 
 	piece.req->has_range = true;
 	piece.req->range_start = off;
@@ -144,10 +144,10 @@ static void ds_free(CfsSource *src)
 }
 
 static const CfsSourceOps ds_source_ops = {
-	.plan = ds_plan,
-	.authorize = ds_authorize,
-	.renew = ds_renew,
-	.free = ds_free,
+    .plan = ds_plan,
+    .authorize = ds_authorize,
+    .renew = ds_renew,
+    .free = ds_free,
 };
 
 /* --- snapshots --- */
@@ -156,15 +156,15 @@ static bool snapshot_create(VsProvider *prov, const VsDisk *d, VsRef *snap,
 			    CfsExportReport *report, GError **error)
 {
 	g_autoptr(GString) args = g_string_new(NULL);
-	g_autofree char *name = g_strdup_printf(VS_SNAPSHOT_PREFIX "%s",
-						cfs_owner_tag());
+	g_autofree char *name =
+	    g_strdup_printf(VS_SNAPSHOT_PREFIX "%s", cfs_owner_tag());
 	g_autofree char *desc = g_strdup_printf(
-		"cloudfs: temporary snapshot to read the disks of %s; removed "
-		"when read (" CFS_OWNER_KEY "=%s)", d->vm_name,
-		cfs_owner_tag());
+	    "cloudfs: temporary snapshot to read the disks of %s; removed "
+	    "when read (" CFS_OWNER_KEY "=%s)",
+	    d->vm_name, cfs_owner_tag());
 	g_autoptr(xmlDoc) doc = NULL;
 	xmlNode *resp, *result = NULL;
-	VsRef task = { 0 };
+	VsRef task = {0};
 	bool ok;
 
 	vs_add(args, "name", name);
@@ -174,10 +174,11 @@ static bool snapshot_create(VsProvider *prov, const VsDisk *d, VsRef *snap,
 	cfs_export_report(report, "snapshot", 0.0);
 	doc = vs_call(prov, "CreateSnapshot_Task", &d->vm, args->str, &resp,
 		      NULL, error);
-	if (!doc || !vs_ref_parse(cfs_xml_child(resp, VS_NS, "returnval"),
-				  &task)) {
+	if (!doc ||
+	    !vs_ref_parse(cfs_xml_child(resp, VS_NS, "returnval"), &task)) {
 		if (doc)
-			g_set_error(error, CFS_ERROR, EIO, "CreateSnapshot_Task:"
+			g_set_error(error, CFS_ERROR, EIO,
+				    "CreateSnapshot_Task:"
 				    " no task in the answer");
 		return false;
 	}
@@ -188,7 +189,8 @@ static bool snapshot_create(VsProvider *prov, const VsDisk *d, VsRef *snap,
 		g_message("%s: temporary snapshot %s (%s) of %s created",
 			  prov->base.name, snap->value, name, d->vm_name);
 	else if (result)
-		g_set_error(error, CFS_ERROR, EIO, "snapshot: no snapshot in "
+		g_set_error(error, CFS_ERROR, EIO,
+			    "snapshot: no snapshot in "
 			    "the task's result");
 	if (result)
 		xmlFreeNode(result);
@@ -201,13 +203,13 @@ void vs_snapshot_remove(VsProvider *prov, const VsRef *snap, const char *vm)
 	g_autoptr(GError) error = NULL;
 	g_autoptr(xmlDoc) doc = NULL;
 	xmlNode *resp;
-	VsRef task = { 0 };
+	VsRef task = {0};
 
 	doc = vs_call(prov, "RemoveSnapshot_Task", snap,
 		      "<removeChildren>false</removeChildren>", &resp, NULL,
 		      &error);
-	if (doc && !vs_ref_parse(cfs_xml_child(resp, VS_NS, "returnval"),
-				 &task))
+	if (doc &&
+	    !vs_ref_parse(cfs_xml_child(resp, VS_NS, "returnval"), &task))
 		g_set_error(&error, CFS_ERROR, EIO, "no task in the answer");
 	if (doc && task.value &&
 	    vs_task_wait(prov, &task, "remove snapshot", NULL, NULL, NULL,
@@ -228,8 +230,8 @@ static char *snapshot_disk_file(VsProvider *prov, const VsRef *snap, int key)
 {
 	g_autoptr(xmlDoc) doc = NULL;
 	g_autoptr(GError) error = NULL;
-	xmlNode *devs = vs_property(prov, snap, "config.hardware.device", &doc,
-				    &error);
+	xmlNode *devs =
+	    vs_property(prov, snap, "config.hardware.device", &doc, &error);
 
 	for (xmlNode *n = cfs_xml_child(devs, VS_NS, "VirtualDevice"); n;
 	     n = cfs_xml_next(n, VS_NS, "VirtualDevice")) {
@@ -248,8 +250,8 @@ static char *snapshot_disk_file(VsProvider *prov, const VsRef *snap, int key)
 static char *power_state(VsProvider *prov, const VsDisk *d, GError **error)
 {
 	g_autoptr(xmlDoc) doc = NULL;
-	xmlNode *v = vs_property(prov, &d->vm, "runtime.powerState", &doc,
-				 error);
+	xmlNode *v =
+	    vs_property(prov, &d->vm, "runtime.powerState", &doc, error);
 
 	if (!doc) {
 		g_prefix_error(error, "%s: ", d->vm_name);
@@ -271,8 +273,8 @@ static char *flat_url(VsProvider *prov, const VsDisk *d, const char *frozen)
 	const char *close = frozen ? strchr(frozen, ']') : NULL;
 
 	if (frozen && frozen[0] == '[' && close) {
-		g_autofree char *ds = g_strndup(frozen + 1,
-						(gsize)(close - frozen - 1));
+		g_autofree char *ds =
+		    g_strndup(frozen + 1, (gsize)(close - frozen - 1));
 		g_autofree char *file = g_strdup(g_strchug((char *)close + 1));
 
 		flat = vs_flat_name(file);
@@ -295,18 +297,22 @@ static bool check_flat(VsProvider *prov, DsSource *ds, const VsDisk *d,
 		status = probe_once(prov, ds->url, validator, &total, &local);
 	}
 	if (!local && total && total < d->capacity)
-		g_set_error(&local, CFS_ERROR, EIO, "the flat file holds %"
-			    G_GUINT64_FORMAT " bytes, the disk %" G_GUINT64_FORMAT,
+		g_set_error(&local, CFS_ERROR, EIO,
+			    "the flat file holds %" G_GUINT64_FORMAT
+			    " bytes, the disk %" G_GUINT64_FORMAT,
 			    total, d->capacity);
 	if (!local)
 		return true;
 	if (status == 403 || status == 401)
-		g_set_error(error, CFS_ERROR, EACCES, "datastore %s refuses file "
+		g_set_error(error, CFS_ERROR, EACCES,
+			    "datastore %s refuses file "
 			    "reads (HTTP %ld); mode = nfc exports instead",
 			    d->datastore, status);
 	else if (status == 404)
-		g_set_error(error, CFS_ERROR, ENOENT, "%s: no flat file on "
-			    "datastore %s (HTTP 404)", d->file, d->datastore);
+		g_set_error(error, CFS_ERROR, ENOENT,
+			    "%s: no flat file on "
+			    "datastore %s (HTTP 404)",
+			    d->file, d->datastore);
 	else
 		g_propagate_error(error, g_steal_pointer(&local));
 	return false;
@@ -321,9 +327,11 @@ CfsSource *vs_datastore_export_start(VsProvider *prov, CfsDisk *disk,
 	CfsSource *src;
 
 	if (d->chained) {
-		g_set_error(error, CFS_ERROR, EIO, "%s: the VM has snapshots: "
+		g_set_error(error, CFS_ERROR, EIO,
+			    "%s: the VM has snapshots: "
 			    "its disk is a chain, which only an NFC export of "
-			    "the powered-off VM reads", d->vm_name);
+			    "the powered-off VM reads",
+			    d->vm_name);
 		return NULL;
 	}
 	power = power_state(prov, d, error);
@@ -356,8 +364,8 @@ CfsSource *vs_datastore_export_start(VsProvider *prov, CfsDisk *disk,
 	/* A snapshot is new bytes each time; a powered-off VM's file is the
 	 * same while its validator is. */
 	if (ds->snapshot.value)
-		src->identity = g_strdup_printf("snapshot %s",
-						ds->snapshot.value);
+		src->identity =
+		    g_strdup_printf("snapshot %s", ds->snapshot.value);
 	else if (validator)
 		src->identity = g_strdup_printf("file %s", validator);
 	else

@@ -22,8 +22,8 @@
 typedef struct {
 	char *type;
 	char *name;
-	char *parent;		/* moref value, or NULL */
-	xmlNode *props;		/* the ObjectContent (in a kept document) */
+	char *parent;	/* moref value, or NULL */
+	xmlNode *props; /* the ObjectContent (in a kept document) */
 } VsObj;
 
 static void obj_free(VsObj *o)
@@ -84,7 +84,8 @@ static bool create_view(VsProvider *prov, VsRef *view, GError **error)
 	if (!doc)
 		return false;
 	if (!vs_ref_parse(cfs_xml_child(resp, VS_NS, "returnval"), view)) {
-		g_set_error(error, CFS_ERROR, EIO, "CreateContainerView: no "
+		g_set_error(error, CFS_ERROR, EIO,
+			    "CreateContainerView: no "
 			    "view in the answer");
 		return false;
 	}
@@ -103,13 +104,21 @@ static void destroy_view(VsProvider *prov, const VsRef *view)
 }
 
 static const char *const vm_paths[] = {
-	"name", "parent", "runtime.powerState", "config.template",
-	"config.uuid", "config.guestId", "config.guestFullName",
-	"config.hardware.numCPU", "config.hardware.memoryMB",
-	"config.hardware.device", "config.changeTrackingEnabled", NULL,
+    "name",
+    "parent",
+    "runtime.powerState",
+    "config.template",
+    "config.uuid",
+    "config.guestId",
+    "config.guestFullName",
+    "config.hardware.numCPU",
+    "config.hardware.memoryMB",
+    "config.hardware.device",
+    "config.changeTrackingEnabled",
+    NULL,
 };
-static const char *const named[] = { "name", "parent", NULL };
-static const char *const snapshot_paths[] = { "name", "snapshot", NULL };
+static const char *const named[] = {"name", "parent", NULL};
+static const char *const snapshot_paths[] = {"name", "snapshot", NULL};
 
 /* The view's VMs with @vm, and its folders and datacenters with their
  * names and parents when @with_folders. */
@@ -126,11 +135,13 @@ static char *retrieve_spec(const VsRef *view, const char *const *vm,
 	g_string_append(s, "<objectSet>");
 	vs_add_ref(s, "obj", view);
 	g_string_append(s, "<skip>true</skip><selectSet xsi:type=\"Traversal"
-			"Spec\"><name>view</name><type>ContainerView</type>"
-			"<path>view</path><skip>false</skip></selectSet>"
-			"</objectSet></specSet>");
-	g_string_append_printf(s, "<options><maxObjects>%d</maxObjects>"
-			       "</options>", VS_PAGE_OBJECTS);
+			   "Spec\"><name>view</name><type>ContainerView</type>"
+			   "<path>view</path><skip>false</skip></selectSet>"
+			   "</objectSet></specSet>");
+	g_string_append_printf(s,
+			       "<options><maxObjects>%d</maxObjects>"
+			       "</options>",
+			       VS_PAGE_OBJECTS);
 	return g_string_free(s, FALSE);
 }
 
@@ -139,7 +150,7 @@ static void take_page(xmlNode *rv, GHashTable *objs, char **token)
 {
 	for (xmlNode *o = cfs_xml_child(rv, VS_NS, "objects"); o;
 	     o = cfs_xml_next(o, VS_NS, "objects")) {
-		VsRef ref = { 0 }, parent = { 0 };
+		VsRef ref = {0}, parent = {0};
 		VsObj *obj;
 
 		if (!vs_ref_parse(cfs_xml_child(o, VS_NS, "obj"), &ref))
@@ -163,16 +174,15 @@ static void take_page(xmlNode *rv, GHashTable *objs, char **token)
 static bool retrieve_all(VsProvider *prov, const char *spec, GHashTable *objs,
 			 GPtrArray *docs, GError **error)
 {
-	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash,
-							   g_str_equal,
-							   g_free, NULL);
+	g_autoptr(GHashTable) seen =
+	    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	const VsRef *pc = &prov->content.property_collector;
 	g_autofree char *token = NULL;
 	xmlNode *resp;
 	xmlDoc *doc;
 
-	doc = vs_call(prov, "RetrievePropertiesEx", pc, spec, &resp, NULL,
-		      error);
+	doc =
+	    vs_call(prov, "RetrievePropertiesEx", pc, spec, &resp, NULL, error);
 	for (guint pages = 1; doc; pages++) {
 		g_autoptr(GString) args = g_string_new(NULL);
 
@@ -184,9 +194,12 @@ static bool retrieve_all(VsProvider *prov, const char *spec, GHashTable *objs,
 			return true;
 		if (pages >= VS_PAGES_MAX ||
 		    !g_hash_table_add(seen, g_strdup(token))) {
-			g_set_error(error, CFS_ERROR, EIO, "RetrievePropertiesEx:"
-				    " %s", pages >= VS_PAGES_MAX ?
-				    "too many pages" : "a page token came twice");
+			g_set_error(error, CFS_ERROR, EIO,
+				    "RetrievePropertiesEx:"
+				    " %s",
+				    pages >= VS_PAGES_MAX
+					? "too many pages"
+					: "a page token came twice");
 			return false;
 		}
 		vs_add(args, "token", token);
@@ -204,7 +217,7 @@ typedef struct {
 	int unit;
 	guint64 capacity;
 	char *label;
-	char *file;		/* "[ds] dir/disk1.vmdk" */
+	char *file; /* "[ds] dir/disk1.vmdk" */
 	bool thin;
 	bool chained;
 } VsDev;
@@ -236,8 +249,8 @@ static gint dev_cmp(gconstpointer a, gconstpointer b)
  * controllers (key -> "VirtualLsiLogicController 0") into @ctrls. */
 static GPtrArray *parse_devices(const xmlNode *devs, GHashTable *ctrls)
 {
-	GPtrArray *out = g_ptr_array_new_with_free_func(
-		(GDestroyNotify)dev_free);
+	GPtrArray *out =
+	    g_ptr_array_new_with_free_func((GDestroyNotify)dev_free);
 
 	for (xmlNode *n = cfs_xml_child(devs, VS_NS, "VirtualDevice"); n;
 	     n = cfs_xml_next(n, VS_NS, "VirtualDevice")) {
@@ -248,9 +261,10 @@ static GPtrArray *parse_devices(const xmlNode *devs, GHashTable *ctrls)
 
 		if (type && g_str_has_suffix(type, "Controller") &&
 		    cfs_xml_child(n, VS_NS, "busNumber")) {
-			g_hash_table_replace(ctrls, GINT_TO_POINTER(int_of(
-				n, "key", -1)), g_strdup_printf(
-				"%s%d", type, int_of(n, "busNumber", 0)));
+			g_hash_table_replace(
+			    ctrls, GINT_TO_POINTER(int_of(n, "key", -1)),
+			    g_strdup_printf("%s%d", type,
+					    int_of(n, "busNumber", 0)));
 			continue;
 		}
 		if (g_strcmp0(type, "VirtualDisk") != 0)
@@ -261,9 +275,10 @@ static GPtrArray *parse_devices(const xmlNode *devs, GHashTable *ctrls)
 		d->unit = int_of(n, "unitNumber", -1);
 		bytes = cfs_xml_path_text(n, VS_NS, "capacityInBytes");
 		kb = cfs_xml_path_text(n, VS_NS, "capacityInKB");
-		d->capacity = bytes && *bytes ?
-			g_ascii_strtoull(bytes, NULL, 10) :
-			kb ? g_ascii_strtoull(kb, NULL, 10) * 1024 : 0;
+		d->capacity = bytes && *bytes
+				  ? g_ascii_strtoull(bytes, NULL, 10)
+			      : kb ? g_ascii_strtoull(kb, NULL, 10) * 1024
+				   : 0;
 		d->label = cfs_xml_path_text(n, VS_NS, "deviceInfo/label");
 		d->file = cfs_xml_path_text(backing, VS_NS, "fileName");
 		thin = cfs_xml_path_text(backing, VS_NS, "thinProvisioned");
@@ -306,9 +321,9 @@ static char *sanitize(const char *name)
 }
 
 typedef struct {
-	char *dc;		/* datacenter name */
-	char *dc_path;		/* its inventory path, for dcPath */
-	char *folders;		/* "Prod/Web" below its VM folder, or "" */
+	char *dc;      /* datacenter name */
+	char *dc_path; /* its inventory path, for dcPath */
+	char *folders; /* "Prod/Web" below its VM folder, or "" */
 } VsPlace;
 
 static void place_clear(VsPlace *p)
@@ -372,8 +387,8 @@ static bool dc_wanted(VsProvider *prov, const char *dc)
 
 static void json_str(json_object *o, const char *key, const char *value)
 {
-	json_object_object_add(o, key, value ? json_object_new_string(value) :
-					       NULL);
+	json_object_object_add(o, key,
+			       value ? json_object_new_string(value) : NULL);
 }
 
 static void json_take(json_object *o, const char *key, char *value)
@@ -410,7 +425,7 @@ static bool datastore_readable(VsProvider *prov, GHashTable *probed,
 typedef struct {
 	VsProvider *prov;
 	GHashTable *objs;
-	GHashTable *probed;	/* datastore -> readable */
+	GHashTable *probed; /* datastore -> readable */
 } VsListCtx;
 
 /* A CfsDisk for @dev, or NULL with a note. */
@@ -426,9 +441,10 @@ static CfsDisk *make_disk(VsListCtx *lc, const VsObj *vm, const VsRef *ref,
 
 	if (!split_ds_path(dev->file, &ds, &path) || !dev->capacity ||
 	    dev->capacity > VS_DISK_MAX) {
-		json_str(jd, "note", !dev->capacity || dev->capacity >
-			 VS_DISK_MAX ? "size is 0 or over 64 TiB" :
-			 "not a file on a datastore");
+		json_str(jd, "note",
+			 !dev->capacity || dev->capacity > VS_DISK_MAX
+			     ? "size is 0 or over 64 TiB"
+			     : "not a file on a datastore");
 		return NULL;
 	}
 	if (prov->mode == VS_MODE_AUTO)
@@ -457,15 +473,18 @@ static CfsDisk *make_disk(VsListCtx *lc, const VsObj *vm, const VsRef *ref,
 		disk = cfs_disk_new(name, "raw", dev->capacity);
 		disk->present = g_strdup("vmdk");
 		disk->map = cfs_extent_map_new_full(dev->capacity);
-		disk->id = g_strdup_printf("datastore %s [%s] %s",
-					   prov->authority, d->datastore,
-					   d->file);
+		disk->id =
+		    g_strdup_printf("datastore %s [%s] %s", prov->authority,
+				    d->datastore, d->file);
 	}
 	json_str(jd, "source", nfc ? "nfc" : "datastore");
-	json_str(jd, "mode", nfc ? "NFC export lease (ExportVm): a "
-		 "streamOptimized VMDK stream" : on ?
-		 "temporary snapshot, then ranged reads of the base disk's "
-		 "flat file" : "ranged reads of the flat file");
+	json_str(
+	    jd, "mode",
+	    nfc	 ? "NFC export lease (ExportVm): a "
+		   "streamOptimized VMDK stream"
+	    : on ? "temporary snapshot, then ranged reads of the base disk's "
+		   "flat file"
+		 : "ranged reads of the flat file");
 	disk->priv = d;
 	disk->priv_free = (GDestroyNotify)vs_disk_free;
 	return disk;
@@ -477,8 +496,8 @@ static json_object *disk_json(const VsDev *dev, GHashTable *ctrls)
 
 	json_str(jd, "label", dev->label);
 	json_object_object_add(jd, "key", json_object_new_int(dev->key));
-	json_str(jd, "controller", g_hash_table_lookup(
-		ctrls, GINT_TO_POINTER(dev->controller)));
+	json_str(jd, "controller",
+		 g_hash_table_lookup(ctrls, GINT_TO_POINTER(dev->controller)));
 	json_object_object_add(jd, "controller_key",
 			       json_object_new_int(dev->controller));
 	json_object_object_add(jd, "unit", json_object_new_int(dev->unit));
@@ -500,19 +519,19 @@ static void add_ovf_ova(CfsVm *vm, const char *name, const xmlNode *props)
 	g_autofree char *ova_name = g_strdup_printf("%s.ova", name);
 	g_autoptr(GBytes) ovf = NULL;
 	VsOvfVm ov = {
-		.name = name,
-		.guest = guest,
-		.cpus = (guint)MAX(prop_int(props, "config.hardware.numCPU"), 1),
-		.memory_mb = (guint)MAX(prop_int(props,
-						 "config.hardware.memoryMB"), 0),
-		.disks = vm->disks,
-		.files = files,
+	    .name = name,
+	    .guest = guest,
+	    .cpus = (guint)MAX(prop_int(props, "config.hardware.numCPU"), 1),
+	    .memory_mb =
+		(guint)MAX(prop_int(props, "config.hardware.memoryMB"), 0),
+	    .disks = vm->disks,
+	    .files = files,
 	};
 	CfsVmFile *ova;
 
 	for (guint i = 0; i < vm->disks->len; i++)
-		g_ptr_array_add(files, g_strdup_printf("%s-disk%u.vmdk", name,
-						       i + 1));
+		g_ptr_array_add(files,
+				g_strdup_printf("%s-disk%u.vmdk", name, i + 1));
 	ovf = vs_ovf_build(&ov);
 	cfs_vm_add_file(vm, ovf_name, ovf);
 	ova = cfs_vm_add_tar(vm, ova_name);
@@ -532,18 +551,18 @@ static CfsVm *make_vm(VsListCtx *lc, const char *moref, const VsObj *o,
 	VsProvider *prov = lc->prov;
 	g_autofree char *name = sanitize(o->name);
 	g_autofree char *safe_dc = sanitize(place->dc);
-	g_autofree char *path = g_strdup_printf(
-		"%s/%s%s%s", safe_dc, place->folders,
-		*place->folders ? "/" : "", name);
+	g_autofree char *path =
+	    g_strdup_printf("%s/%s%s%s", safe_dc, place->folders,
+			    *place->folders ? "/" : "", name);
 	g_autofree char *power = prop_text(o->props, "runtime.powerState");
 	g_autofree char *tmpl = prop_text(o->props, "config.template");
-	g_autoptr(GHashTable) ctrls = g_hash_table_new_full(NULL, NULL, NULL,
-							    g_free);
-	g_autoptr(GPtrArray) devs = parse_devices(
-		prop(o->props, "config.hardware.device"), ctrls);
+	g_autoptr(GHashTable) ctrls =
+	    g_hash_table_new_full(NULL, NULL, NULL, g_free);
+	g_autoptr(GPtrArray) devs =
+	    parse_devices(prop(o->props, "config.hardware.device"), ctrls);
 	g_autoptr(json_object) j = json_object_new_object();
 	json_object *jdisks = json_object_new_array();
-	VsRef ref = { (char *)"VirtualMachine", (char *)moref };
+	VsRef ref = {(char *)"VirtualMachine", (char *)moref};
 	bool on = g_strcmp0(power, "poweredOn") == 0;
 	CfsVm *vm;
 
@@ -553,30 +572,34 @@ static CfsVm *make_vm(VsListCtx *lc, const char *moref, const VsObj *o,
 	json_str(j, "moref", moref);
 	json_take(j, "uuid", prop_text(o->props, "config.uuid"));
 	json_str(j, "power_state", power);
-	json_object_object_add(j, "template", json_object_new_boolean(
-		g_strcmp0(tmpl, "true") == 0));
+	json_object_object_add(
+	    j, "template",
+	    json_object_new_boolean(g_strcmp0(tmpl, "true") == 0));
 	json_take(j, "guest_id", prop_text(o->props, "config.guestId"));
 	json_take(j, "guest", prop_text(o->props, "config.guestFullName"));
-	json_object_object_add(j, "cpus", json_object_new_int(prop_int(
-		o->props, "config.hardware.numCPU")));
-	json_object_object_add(j, "memory_mb", json_object_new_int(prop_int(
-		o->props, "config.hardware.memoryMB")));
-	json_take(j, "change_tracking", prop_text(
-		o->props, "config.changeTrackingEnabled"));
+	json_object_object_add(
+	    j, "cpus",
+	    json_object_new_int(prop_int(o->props, "config.hardware.numCPU")));
+	json_object_object_add(j, "memory_mb",
+			       json_object_new_int(prop_int(
+				   o->props, "config.hardware.memoryMB")));
+	json_take(j, "change_tracking",
+		  prop_text(o->props, "config.changeTrackingEnabled"));
 	json_str(j, "datacenter", place->dc);
 	json_str(j, "folder", place->folders);
 	json_str(j, "server", prov->authority);
 	for (guint i = 0; i < devs->len; i++) {
 		VsDev *dev = devs->pdata[i];
 		json_object *jd = disk_json(dev, ctrls);
-		CfsDisk *disk = make_disk(lc, o, &ref, place, on, dev,
-					  g_hash_table_lookup(ctrls,
-					  GINT_TO_POINTER(dev->controller)),
-					  vm->disks->len, jd);
+		CfsDisk *disk =
+		    make_disk(lc, o, &ref, place, on, dev,
+			      g_hash_table_lookup(
+				  ctrls, GINT_TO_POINTER(dev->controller)),
+			      vm->disks->len, jd);
 
 		if (disk) {
-			g_autofree char *file = g_strdup_printf(
-				"%s.%s", disk->name, "vmdk");
+			g_autofree char *file =
+			    g_strdup_printf("%s.%s", disk->name, "vmdk");
 
 			json_str(jd, "file", file);
 			g_ptr_array_add(vm->disks, disk);
@@ -584,8 +607,10 @@ static CfsVm *make_vm(VsListCtx *lc, const char *moref, const VsObj *o,
 		json_object_array_add(jdisks, jd);
 	}
 	json_object_object_add(j, "disks", jdisks);
-	vm->info_json = g_strdup_printf("%s\n", json_object_to_json_string_ext(
-		j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+	vm->info_json =
+	    g_strdup_printf("%s\n", json_object_to_json_string_ext(
+					j, JSON_C_TO_STRING_PRETTY |
+					       JSON_C_TO_STRING_NOSLASHESCAPE));
 	if (vm->disks->len)
 		add_ovf_ova(vm, name, o->props);
 	return vm;
@@ -594,14 +619,14 @@ static CfsVm *make_vm(VsListCtx *lc, const char *moref, const VsObj *o,
 bool vs_list(VsProvider *prov, GPtrArray *vms, GError **error)
 {
 	g_autoptr(GHashTable) objs = g_hash_table_new_full(
-		g_str_hash, g_str_equal, g_free, (GDestroyNotify)obj_free);
-	g_autoptr(GHashTable) probed = g_hash_table_new_full(
-		g_str_hash, g_str_equal, g_free, NULL);
-	g_autoptr(GPtrArray) docs = g_ptr_array_new_with_free_func(
-		(GDestroyNotify)xmlFreeDoc);
-	VsListCtx lc = { prov, objs, probed };
+	    g_str_hash, g_str_equal, g_free, (GDestroyNotify)obj_free);
+	g_autoptr(GHashTable) probed =
+	    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_autoptr(GPtrArray) docs =
+	    g_ptr_array_new_with_free_func((GDestroyNotify)xmlFreeDoc);
+	VsListCtx lc = {prov, objs, probed};
 	g_autofree char *spec = NULL;
-	VsRef view = { 0 };
+	VsRef view = {0};
 	GHashTableIter it;
 	gpointer key, value;
 	bool ok;
@@ -618,7 +643,7 @@ bool vs_list(VsProvider *prov, GPtrArray *vms, GError **error)
 	g_hash_table_iter_init(&it, objs);
 	while (g_hash_table_iter_next(&it, &key, &value)) {
 		VsObj *o = value;
-		VsPlace place = { 0 };
+		VsPlace place = {0};
 
 		if (!g_str_equal(o->type, "VirtualMachine") || !o->name)
 			continue;
@@ -638,16 +663,17 @@ bool vs_list(VsProvider *prov, GPtrArray *vms, GError **error)
 /* --- the sweep of temporary snapshots --- */
 
 /* Remove the snapshots of one tree named for a stale owner. */
-static void sweep_tree(VsProvider *prov, const xmlNode *list,
-		       const char *vm, bool at_unmount, guint depth)
+static void sweep_tree(VsProvider *prov, const xmlNode *list, const char *vm,
+		       bool at_unmount, guint depth)
 {
 	for (xmlNode *t = (xmlNode *)list; t && depth < VS_DEPTH_MAX;
 	     t = cfs_xml_next(t, VS_NS, (const char *)t->name)) {
 		g_autofree char *name = cfs_xml_path_text(t, VS_NS, "name");
-		const char *tag = name && g_str_has_prefix(
-			name, VS_SNAPSHOT_PREFIX) ?
-			name + strlen(VS_SNAPSHOT_PREFIX) : NULL;
-		VsRef snap = { 0 };
+		const char *tag =
+		    name && g_str_has_prefix(name, VS_SNAPSHOT_PREFIX)
+			? name + strlen(VS_SNAPSHOT_PREFIX)
+			: NULL;
+		VsRef snap = {0};
 
 		sweep_tree(prov, cfs_xml_child(t, VS_NS, "childSnapshotList"),
 			   vm, at_unmount, depth + 1);
@@ -655,7 +681,8 @@ static void sweep_tree(VsProvider *prov, const xmlNode *list,
 		    !vs_ref_parse(cfs_xml_child(t, VS_NS, "snapshot"), &snap))
 			continue;
 		g_message("%s: removing snapshot %s of %s left by an earlier "
-			  "cloudfs (%s)", prov->base.name, snap.value, vm, tag);
+			  "cloudfs (%s)",
+			  prov->base.name, snap.value, vm, tag);
 		vs_snapshot_remove(prov, &snap, vm);
 		vs_ref_clear(&snap);
 	}
@@ -664,12 +691,12 @@ static void sweep_tree(VsProvider *prov, const xmlNode *list,
 void vs_snapshot_sweep(VsProvider *prov, bool at_unmount)
 {
 	g_autoptr(GHashTable) objs = g_hash_table_new_full(
-		g_str_hash, g_str_equal, g_free, (GDestroyNotify)obj_free);
-	g_autoptr(GPtrArray) docs = g_ptr_array_new_with_free_func(
-		(GDestroyNotify)xmlFreeDoc);
+	    g_str_hash, g_str_equal, g_free, (GDestroyNotify)obj_free);
+	g_autoptr(GPtrArray) docs =
+	    g_ptr_array_new_with_free_func((GDestroyNotify)xmlFreeDoc);
 	g_autoptr(GError) error = NULL;
 	g_autofree char *spec = NULL;
-	VsRef view = { 0 };
+	VsRef view = {0};
 	GHashTableIter it;
 	gpointer value;
 	bool ok;

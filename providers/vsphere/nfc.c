@@ -18,26 +18,26 @@
 
 struct VsLease {
 	VsProvider *prov;
-	gint ref;		/* protected by prov->lock */
+	gint ref; /* protected by prov->lock */
 	VsRef lease;
 	char *vm_name;
-	char *vm_key;		/* the VM's moref value: key in prov->leases */
-	xmlDoc *info_doc;	/* the lease's info */
+	char *vm_key;	  /* the VM's moref value: key in prov->leases */
+	xmlDoc *info_doc; /* the lease's info */
 	xmlNode *info;
-	CfsTimer *timer;	/* keep-alive */
+	CfsTimer *timer; /* keep-alive */
 
-	GMutex lock;		/* held only to read or set what follows */
-	bool broken;		/* the lease ended or cannot be kept */
-	bool retried;		/* a download broke off once */
+	GMutex lock;  /* held only to read or set what follows */
+	bool broken;  /* the lease ended or cannot be kept */
+	bool retried; /* a download broke off once */
 	char *error;
-	guint ended;		/* disk exports ended */
-	guint disks;		/* deviceUrls of disks */
+	guint ended; /* disk exports ended */
+	guint disks; /* deviceUrls of disks */
 };
 
 typedef struct {
 	VsLease *lease;
 	char *url;
-	bool cookie;		/* the server's own host: send the session */
+	bool cookie; /* the server's own host: send the session */
 	char *what;
 	guint gen;
 } NfcSource;
@@ -98,7 +98,8 @@ static void lease_finish(VsLease *l)
 			  broken ? "aborted" : "completed");
 	else
 		g_warning("%s: %s of lease %s: %s (the lease times out by "
-			  "itself)", l->prov->base.name, method, l->lease.value,
+			  "itself)",
+			  l->prov->base.name, method, l->lease.value,
 			  error->message);
 }
 
@@ -134,8 +135,8 @@ void vs_lease_unref(VsLease *l)
 static bool lease_wait(VsProvider *prov, VsLease *l, CfsExportReport *report,
 		       GError **error)
 {
-	gint64 deadline = g_get_monotonic_time() +
-			  VS_LEASE_READY_S * G_USEC_PER_SEC;
+	gint64 deadline =
+	    g_get_monotonic_time() + VS_LEASE_READY_S * G_USEC_PER_SEC;
 	double wait = 0.05;
 
 	for (;;) {
@@ -149,23 +150,25 @@ static bool lease_wait(VsProvider *prov, VsLease *l, CfsExportReport *report,
 			break;
 		if (g_strcmp0(state, "initializing") != 0) {
 			g_autoptr(xmlDoc) edoc = NULL;
-			xmlNode *err = vs_property(prov, &l->lease, "error",
-						   &edoc, NULL);
-			g_autofree char *msg = err ? vs_fault_message(err) :
-						     g_strdup(state);
+			xmlNode *err =
+			    vs_property(prov, &l->lease, "error", &edoc, NULL);
+			g_autofree char *msg =
+			    err ? vs_fault_message(err) : g_strdup(state);
 
 			g_set_error(error, CFS_ERROR, EIO, "lease %s: %s",
 				    l->lease.value, msg ? msg : "vanished");
 			return false;
 		}
 		if (g_get_monotonic_time() > deadline) {
-			g_set_error(error, CFS_ERROR, ETIMEDOUT, "lease %s not "
-				    "ready after %d s", l->lease.value,
-				    VS_LEASE_READY_S);
+			g_set_error(error, CFS_ERROR, ETIMEDOUT,
+				    "lease %s not "
+				    "ready after %d s",
+				    l->lease.value, VS_LEASE_READY_S);
 			return false;
 		}
 		if (!cfs_export_wait(report, wait)) {
-			g_set_error(error, CFS_ERROR, ECANCELED, "cancelled: "
+			g_set_error(error, CFS_ERROR, ECANCELED,
+				    "cancelled: "
 				    "the filesystem is unmounted");
 			return false;
 		}
@@ -200,15 +203,16 @@ static VsLease *lease_open(VsProvider *prov, const VsDisk *d,
 	doc = vs_call(prov, "ExportVm", &d->vm, NULL, &resp, &fault, error);
 	if (!doc) {
 		if (g_strcmp0(fault, "InvalidPowerState") == 0)
-			g_prefix_error(error, "NFC exports need the VM powered "
+			g_prefix_error(error,
+				       "NFC exports need the VM powered "
 				       "off (mode = auto reads a running VM "
 				       "through a snapshot): ");
 		lease_free(l);
 		return NULL;
 	}
-	if (!vs_ref_parse(cfs_xml_child(resp, VS_NS, "returnval"),
-			  &l->lease)) {
-		g_set_error(error, CFS_ERROR, EIO, "ExportVm: no lease in the "
+	if (!vs_ref_parse(cfs_xml_child(resp, VS_NS, "returnval"), &l->lease)) {
+		g_set_error(error, CFS_ERROR, EIO,
+			    "ExportVm: no lease in the "
 			    "answer");
 		lease_free(l);
 		return NULL;
@@ -225,8 +229,8 @@ static VsLease *lease_open(VsProvider *prov, const VsDisk *d,
 	timeout = cfs_xml_path_text(l->info, VS_NS, "leaseTimeout");
 	interval = timeout ? g_ascii_strtod(timeout, NULL) / 3 : 60;
 	interval = CLAMP(interval, 0.5, 60.0);
-	l->timer = cfs_timer_new(prov->base.ctx->control, interval, lease_tick,
-				 l);
+	l->timer =
+	    cfs_timer_new(prov->base.ctx->control, interval, lease_tick, l);
 	cfs_export_report(report, "lease", 100.0);
 	g_message("%s: lease %s of %s ready (progress every %.1f s)",
 		  prov->base.name, l->lease.value, d->vm_name, interval);
@@ -310,26 +314,25 @@ static char *device_url_text(VsProvider *prov, const char *url, bool *ours)
 		return g_strdup_printf("%.*s%s%s", (int)(host - url), url,
 				       prov->authority, end);
 	}
-	*ours = (gsize)(end - host) == strlen(prov->authority) &&
-		!g_ascii_strncasecmp(host, prov->authority,
-				     (gsize)(end - host));
+	*ours =
+	    (gsize)(end - host) == strlen(prov->authority) &&
+	    !g_ascii_strncasecmp(host, prov->authority, (gsize)(end - host));
 	return g_strdup(url);
 }
 
 /* --- the source --- */
 
-static bool nfc_plan(CfsSource *src, guint64 off, guint64 len,
-		     GArray *pieces, GError **error)
+static bool nfc_plan(CfsSource *src, guint64 off, guint64 len, GArray *pieces,
+		     GError **error)
 {
 	NfcSource *ns = src->priv;
-	CfsSourcePiece piece = { cfs_http_request_new(ns->url), 0, src->size };
+	CfsSourcePiece piece = {cfs_http_request_new(ns->url), 0, src->size};
 
 	g_array_append_val(pieces, piece);
 	return true;
 }
 
-static bool nfc_authorize(CfsSource *src, CfsHttpRequest *req,
-			  GError **error)
+static bool nfc_authorize(CfsSource *src, CfsHttpRequest *req, GError **error)
 {
 	NfcSource *ns = src->priv;
 	g_autoptr(CfsSecret) cookie = NULL;
@@ -355,7 +358,8 @@ static bool nfc_authorize(CfsSource *src, CfsHttpRequest *req,
 	}
 	cookie = ns->cookie ? vs_cookie_header(l->prov) : NULL;
 	if (cookie)
-		req->auth_headers = curl_slist_append(req->auth_headers, cookie);
+		req->auth_headers =
+		    curl_slist_append(req->auth_headers, cookie);
 	return true;
 }
 
@@ -382,10 +386,10 @@ static void nfc_free(CfsSource *src)
 }
 
 static const CfsSourceOps nfc_source_ops = {
-	.plan = nfc_plan,
-	.authorize = nfc_authorize,
-	.renew = nfc_renew,
-	.free = nfc_free,
+    .plan = nfc_plan,
+    .authorize = nfc_authorize,
+    .renew = nfc_renew,
+    .free = nfc_free,
 };
 
 /* The stream's length when the lease says 0: a HEAD's Content-Length,
@@ -394,8 +398,8 @@ static guint64 stream_length(VsProvider *prov, VsLease *l, NfcSource *ns,
 			     const char *key)
 {
 	g_autoptr(CfsHttpRequest) head = cfs_http_request_new(ns->url);
-	g_autoptr(CfsSecret) cookie = ns->cookie ? vs_cookie_header(prov) :
-						   NULL;
+	g_autoptr(CfsSecret) cookie =
+	    ns->cookie ? vs_cookie_header(prov) : NULL;
 	g_autoptr(xmlDoc) doc = NULL;
 	xmlNode *resp;
 
@@ -447,8 +451,10 @@ CfsSource *vs_nfc_export_start(VsProvider *prov, CfsDisk *disk,
 	ns->url = url ? device_url_text(prov, url, &ns->cookie) : NULL;
 	src = cfs_source_new(&nfc_source_ops, ns);
 	if (!ns->url) {
-		g_set_error(error, CFS_ERROR, EIO, "%s: lease %s has no usable "
-			    "URL for this disk", ns->what, l->lease.value);
+		g_set_error(error, CFS_ERROR, EIO,
+			    "%s: lease %s has no usable "
+			    "URL for this disk",
+			    ns->what, l->lease.value);
 		vs_nfc_export_end(prov, disk, src);
 		cfs_source_free(src);
 		return NULL;
@@ -457,10 +463,11 @@ CfsSource *vs_nfc_export_start(VsProvider *prov, CfsDisk *disk,
 	if (!len)
 		len = stream_length(prov, l, ns, key);
 	if (!len || len > VS_DISK_MAX + (VS_DISK_MAX >> 4)) {
-		g_set_error(error, CFS_ERROR, EIO, "%s: the NFC stream has %s "
+		g_set_error(error, CFS_ERROR, EIO,
+			    "%s: the NFC stream has %s "
 			    "(fileSize 0, no Content-Length, no manifest "
-			    "size)", ns->what, len ? "an absurd length" :
-			    "no length");
+			    "size)",
+			    ns->what, len ? "an absurd length" : "no length");
 		lease_break(l, "no length");
 		vs_nfc_export_end(prov, disk, src);
 		cfs_source_free(src);
@@ -469,8 +476,8 @@ CfsSource *vs_nfc_export_start(VsProvider *prov, CfsDisk *disk,
 	src->size = len;
 	src->random = false;
 	src->map = cfs_extent_map_new_full(len);
-	src->identity = g_strdup_printf("lease %s %s", l->lease.value,
-					key ? key : "");
+	src->identity =
+	    g_strdup_printf("lease %s %s", l->lease.value, key ? key : "");
 	src->settings = cfs_http_settings_ref(prov->settings);
 	cfs_source_set_expiry(src, 0);
 	return src;

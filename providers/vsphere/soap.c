@@ -72,10 +72,10 @@ void vs_add_ref(GString *out, const char *tag, const VsRef *ref)
 static char *envelope(const char *method, const VsRef *this, const char *args)
 {
 	GString *s = g_string_new(
-		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
-		"<soapenv:Envelope xmlns:soapenv=\"" VS_NS_SOAPENV "\" "
-		"xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" "
-		"xmlns:xsi=\"" CFS_XML_NS_XSI "\"><soapenv:Body>");
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+	    "<soapenv:Envelope xmlns:soapenv=\"" VS_NS_SOAPENV "\" "
+	    "xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" "
+	    "xmlns:xsi=\"" CFS_XML_NS_XSI "\"><soapenv:Body>");
 
 	g_string_append_printf(s, "<%s xmlns=\"" VS_NS "\">", method);
 	vs_add_ref(s, "_this", this);
@@ -98,9 +98,8 @@ static GBytes *bytes_take(char *s)
 
 static bool body_has(const CfsHttpRequest *req, const char *what)
 {
-	return req->response &&
-	       memmem(req->response->data, req->response->len, what,
-		      strlen(what));
+	return req->response && memmem(req->response->data, req->response->len,
+				       what, strlen(what));
 }
 
 CfsHttpClass vs_classify(const CfsHttpRequest *req)
@@ -171,15 +170,11 @@ static int fault_errno(const char *name)
 		const char *name;
 		int code;
 	} map[] = {
-		{ "InvalidLogin", EACCES },
-		{ "NotAuthenticated", EACCES },
-		{ "NoPermission", EACCES },
-		{ "ManagedObjectNotFound", ENOENT },
-		{ "FileNotFound", ENOENT },
-		{ "InvalidPowerState", EBUSY },
-		{ "InvalidState", EBUSY },
-		{ "TaskInProgress", EBUSY },
-		{ "Timedout", ETIMEDOUT },
+	    {"InvalidLogin", EACCES}, {"NotAuthenticated", EACCES},
+	    {"NoPermission", EACCES}, {"ManagedObjectNotFound", ENOENT},
+	    {"FileNotFound", ENOENT}, {"InvalidPowerState", EBUSY},
+	    {"InvalidState", EBUSY},  {"TaskInProgress", EBUSY},
+	    {"Timedout", ETIMEDOUT},
 	};
 
 	for (guint i = 0; i < G_N_ELEMENTS(map); i++)
@@ -215,7 +210,7 @@ static xmlDoc *soap_post(VsProvider *prov, const char *method, GBytes *body,
 	req->method = g_strdup("POST");
 	req->body = body;
 	cfs_http_request_add_header(req, "Content-Type: text/xml; "
-				    "charset=utf-8");
+					 "charset=utf-8");
 	cfs_http_request_add_header(req, "SOAPAction: \"urn:vim25/6.5\"");
 	if (with_cookie) {
 		g_autoptr(CfsSecret) cookie = vs_cookie_header(prov);
@@ -239,8 +234,8 @@ static xmlDoc *soap_post(VsProvider *prov, const char *method, GBytes *body,
 			first = c;
 	if (cfs_xml_is(first, VS_NS_SOAPENV, "Fault")) {
 		g_autofree char *name = fault_name(first);
-		g_autofree char *text = cfs_xml_path_text(first, NULL,
-							  "faultstring");
+		g_autofree char *text =
+		    cfs_xml_path_text(first, NULL, "faultstring");
 
 		if (!text || !*text) {
 			g_free(text);
@@ -259,9 +254,10 @@ static xmlDoc *soap_post(VsProvider *prov, const char *method, GBytes *body,
 			g_set_error(error, CFS_ERROR, local->code, "%s: %s",
 				    method, local->message);
 		else
-			g_set_error(error, CFS_ERROR, EIO, "%s: the answer from "
-				    "%s is not a SOAP answer", method,
-				    prov->sdk_url);
+			g_set_error(error, CFS_ERROR, EIO,
+				    "%s: the answer from "
+				    "%s is not a SOAP answer",
+				    method, prov->sdk_url);
 		request_free_wiped(req);
 		return NULL;
 	}
@@ -314,8 +310,7 @@ static char *cookie_value(const char *set_cookie)
 		n -= 2;
 	}
 	/* Header-safe only: no CR, LF or NUL can reach a request. */
-	if (n == 0 || p[strcspn(p, "\r\n")] != '\0' ||
-	    strcspn(p, "\r\n") < n)
+	if (n == 0 || p[strcspn(p, "\r\n")] != '\0' || strcspn(p, "\r\n") < n)
 		return NULL;
 	return g_strndup(p, n);
 }
@@ -325,35 +320,36 @@ static bool content_ref(VsProvider *prov, xmlNode *rv, const char *name,
 {
 	if (vs_ref_parse(cfs_xml_child(rv, VS_NS, name), ref) || !required)
 		return true;
-	g_set_error(error, CFS_ERROR, EIO, "RetrieveServiceContent: no %s in "
-		    "the answer (is %s a vSphere SDK URL?)", name,
-		    prov->sdk_url);
+	g_set_error(error, CFS_ERROR, EIO,
+		    "RetrieveServiceContent: no %s in "
+		    "the answer (is %s a vSphere SDK URL?)",
+		    name, prov->sdk_url);
 	return false;
 }
 
 /* ServiceContent: the morefs every later call names. login_lock held. */
 static bool service_content(VsProvider *prov, GError **error)
 {
-	static const VsRef si = { "ServiceInstance", "ServiceInstance" };
+	static const VsRef si = {"ServiceInstance", "ServiceInstance"};
 	g_autofree char *env = envelope("RetrieveServiceContent", &si, NULL);
 	g_autoptr(xmlDoc) doc = NULL;
 	VsContent *c = &prov->content;
 	xmlNode *resp, *rv;
 
 	doc = soap_post(prov, "RetrieveServiceContent",
-			bytes_take(g_steal_pointer(&env)),
-			false, NULL, &resp, NULL, error);
+			bytes_take(g_steal_pointer(&env)), false, NULL, &resp,
+			NULL, error);
 	if (!doc)
 		return false;
 	rv = cfs_xml_child(resp, VS_NS, "returnval");
-	if (!content_ref(prov, rv, "propertyCollector",
-			 &c->property_collector, true, error) ||
+	if (!content_ref(prov, rv, "propertyCollector", &c->property_collector,
+			 true, error) ||
 	    !content_ref(prov, rv, "rootFolder", &c->root_folder, true,
 			 error) ||
 	    !content_ref(prov, rv, "viewManager", &c->view_manager, true,
 			 error) ||
-	    !content_ref(prov, rv, "sessionManager", &c->session_manager,
-			 true, error) ||
+	    !content_ref(prov, rv, "sessionManager", &c->session_manager, true,
+			 error) ||
 	    !content_ref(prov, rv, "ovfManager", &c->ovf_manager, false,
 			 error)) {
 		vs_ref_clear(&c->property_collector);
@@ -388,8 +384,10 @@ static bool session_login(VsProvider *prov, GError **error)
 	}
 	cookie = cookie_value(set_cookie);
 	if (!cookie) {
-		g_set_error(error, CFS_ERROR, EACCES, "log in to %s: no %s "
-			    "cookie in the answer", prov->sdk_url, VS_COOKIE);
+		g_set_error(error, CFS_ERROR, EACCES,
+			    "log in to %s: no %s "
+			    "cookie in the answer",
+			    prov->sdk_url, VS_COOKIE);
 		return false;
 	}
 	g_mutex_lock(&prov->lock);
@@ -421,8 +419,7 @@ bool vs_login(VsProvider *prov, bool force, guint gen, GError **error)
 }
 
 xmlDoc *vs_call(VsProvider *prov, const char *method, const VsRef *this,
-		const char *args, xmlNode **resp, char **fault,
-		GError **error)
+		const char *args, xmlNode **resp, char **fault, GError **error)
 {
 	for (guint attempt = 0;; attempt++) {
 		g_autofree char *name = NULL;
@@ -434,8 +431,7 @@ xmlDoc *vs_call(VsProvider *prov, const char *method, const VsRef *this,
 		if (!vs_login(prov, false, 0, error))
 			return NULL;
 		env = envelope(method, this, args);
-		doc = soap_post(prov, method,
-				bytes_take(g_steal_pointer(&env)),
+		doc = soap_post(prov, method, bytes_take(g_steal_pointer(&env)),
 				true, NULL, resp, &name, &local);
 		if (doc)
 			return doc;
@@ -487,10 +483,10 @@ xmlNode *vs_property(VsProvider *prov, const VsRef *obj, const char *name,
 /* The message of a task's or lease's error (LocalizedMethodFault). */
 static char *fault_message(const xmlNode *err)
 {
-	g_autofree char *msg = cfs_xml_path_text(err, VS_NS,
-						 "localizedMessage");
-	g_autofree char *type = cfs_xml_xsi_type(
-		cfs_xml_child(err, VS_NS, "fault"), NULL);
+	g_autofree char *msg =
+	    cfs_xml_path_text(err, VS_NS, "localizedMessage");
+	g_autofree char *type =
+	    cfs_xml_xsi_type(cfs_xml_child(err, VS_NS, "fault"), NULL);
 	char *out;
 
 	out = g_strdup_printf("%s%s%s", type ? type : "error",
@@ -500,20 +496,20 @@ static char *fault_message(const xmlNode *err)
 }
 
 bool vs_task_wait(VsProvider *prov, const VsRef *task, const char *what,
-		  CfsExportReport *report, const char *phase,
-		  xmlNode **result, GError **error)
+		  CfsExportReport *report, const char *phase, xmlNode **result,
+		  GError **error)
 {
-	gint64 deadline = g_get_monotonic_time() +
-			  VS_TASK_TIMEOUT_S * G_USEC_PER_SEC;
+	gint64 deadline =
+	    g_get_monotonic_time() + VS_TASK_TIMEOUT_S * G_USEC_PER_SEC;
 	double wait = 0.05;
 
 	for (;;) {
 		g_autoptr(xmlDoc) doc = NULL;
 		xmlNode *info = vs_property(prov, task, "info", &doc, error);
-		g_autofree char *state = cfs_xml_path_text(info, VS_NS,
-							   "state");
-		g_autofree char *progress = cfs_xml_path_text(info, VS_NS,
-							      "progress");
+		g_autofree char *state =
+		    cfs_xml_path_text(info, VS_NS, "state");
+		g_autofree char *progress =
+		    cfs_xml_path_text(info, VS_NS, "progress");
 
 		if (!doc) {
 			g_prefix_error(error, "%s: ", what);
@@ -529,9 +525,10 @@ bool vs_task_wait(VsProvider *prov, const VsRef *task, const char *what,
 			return true;
 		}
 		if (g_strcmp0(state, "error") == 0 || !info) {
-			g_autofree char *msg = info ? fault_message(
-				cfs_xml_child(info, VS_NS, "error")) :
-				g_strdup("the task vanished");
+			g_autofree char *msg =
+			    info ? fault_message(
+				       cfs_xml_child(info, VS_NS, "error"))
+				 : g_strdup("the task vanished");
 
 			g_set_error(error, CFS_ERROR, EIO, "%s: %s", what, msg);
 			return false;
@@ -540,7 +537,8 @@ bool vs_task_wait(VsProvider *prov, const VsRef *task, const char *what,
 			cfs_export_report(report, phase,
 					  g_ascii_strtod(progress, NULL));
 		if (report && !cfs_export_wait(report, wait)) {
-			g_set_error(error, CFS_ERROR, ECANCELED, "%s: "
+			g_set_error(error, CFS_ERROR, ECANCELED,
+				    "%s: "
 				    "cancelled: the filesystem is unmounted",
 				    what);
 			return false;

@@ -48,7 +48,7 @@ typedef struct {
 	VsRef root_folder;
 	VsRef view_manager;
 	VsRef session_manager;
-	VsRef ovf_manager;	/* value NULL on a server without one */
+	VsRef ovf_manager; /* value NULL on a server without one */
 } VsContent;
 
 typedef struct VsLease VsLease;
@@ -56,46 +56,46 @@ typedef struct VsLease VsLease;
 typedef struct {
 	CfsProvider base;
 
-	char *sdk_url;		/* https://host[:port]/sdk */
-	char *base_url;		/* https://host[:port] */
-	char *authority;	/* host[:port], for deviceUrl's '*' */
+	char *sdk_url;	 /* https://host[:port]/sdk */
+	char *base_url;	 /* https://host[:port] */
+	char *authority; /* host[:port], for deviceUrl's '*' */
 	char *username;
-	char *password;		/* a secret */
-	GStrv datacenters;	/* names to list, or NULL: all */
+	char *password;	   /* a secret */
+	GStrv datacenters; /* names to list, or NULL: all */
 	VsMode mode;
 	CfsHttpSettings *settings;
 
-	GMutex login_lock;	/* held across RetrieveServiceContent and
-				 * Login: one login at a time */
-	VsContent content;	/* set under login_lock before the first
-				 * call; constant afterwards */
-	bool have_content;	/* protected by login_lock */
+	GMutex login_lock; /* held across RetrieveServiceContent and
+			    * Login: one login at a time */
+	VsContent content; /* set under login_lock before the first
+			    * call; constant afterwards */
+	bool have_content; /* protected by login_lock */
 
-	GMutex lock;		/* held only to copy or swap */
-	char *cookie;		/* protected by lock; a secret; NULL: none */
-	guint session_gen;	/* protected by lock: logins so far */
-	GHashTable *leases;	/* protected by lock: VM moref -> VsLease */
-	GMutex lease_lock;	/* held while a lease is opened: one
-				 * ExportVm at a time */
+	GMutex lock;	    /* held only to copy or swap */
+	char *cookie;	    /* protected by lock; a secret; NULL: none */
+	guint session_gen;  /* protected by lock: logins so far */
+	GHashTable *leases; /* protected by lock: VM moref -> VsLease */
+	GMutex lease_lock;  /* held while a lease is opened: one
+			     * ExportVm at a time */
 } VsProvider;
 
 /* What list() found about one disk: the CfsDisk's priv. */
 typedef struct {
 	VsRef vm;
 	char *vm_name;
-	char *dc_path;		/* inventory path of the datacenter */
-	char *datastore;	/* "LocalDS_0" */
-	char *file;		/* "vm/disk1.vmdk" inside the datastore */
-	int key;		/* the device key */
-	guint64 capacity;	/* bytes */
-	bool powered_on;	/* at listing */
-	bool nfc;		/* bytes through an NFC lease, not the
-				 * datastore */
-	bool chained;		/* has a parent (the VM has snapshots): the
-				 * flat file alone is not the disk */
-	char *device;		/* "VirtualLsiLogicController0:1": how an
-				 * NFC lease's deviceUrl key ends */
-	guint index;		/* among the VM's listed disks */
+	char *dc_path;	  /* inventory path of the datacenter */
+	char *datastore;  /* "LocalDS_0" */
+	char *file;	  /* "vm/disk1.vmdk" inside the datastore */
+	int key;	  /* the device key */
+	guint64 capacity; /* bytes */
+	bool powered_on;  /* at listing */
+	bool nfc;	  /* bytes through an NFC lease, not the
+			   * datastore */
+	bool chained;	  /* has a parent (the VM has snapshots): the
+			   * flat file alone is not the disk */
+	char *device;	  /* "VirtualLsiLogicController0:1": how an
+			   * NFC lease's deviceUrl key ends */
+	guint index;	  /* among the VM's listed disks */
 } VsDisk;
 
 void vs_disk_free(VsDisk *d);
@@ -125,8 +125,7 @@ bool vs_ref_parse(const xmlNode *node, VsRef *ref);
  * full). Control pool.
  */
 xmlDoc *vs_call(VsProvider *prov, const char *method, const VsRef *this,
-		const char *args, xmlNode **resp, char **fault,
-		GError **error);
+		const char *args, xmlNode **resp, char **fault, GError **error);
 
 /* Log in if there is no session yet, or again when @force (the session
  * of generation @gen was refused; a newer one is kept). Control pool. */
@@ -146,8 +145,8 @@ xmlNode *vs_property(VsProvider *prov, const VsRef *obj, const char *name,
 /* Wait until the task @task succeeds; its result in @result (a copy of
  * the node, transfer full) when not NULL. Control pool. */
 bool vs_task_wait(VsProvider *prov, const VsRef *task, const char *what,
-		  CfsExportReport *report, const char *phase,
-		  xmlNode **result, GError **error);
+		  CfsExportReport *report, const char *phase, xmlNode **result,
+		  GError **error);
 
 /* --- inventory.c --- */
 
@@ -162,8 +161,8 @@ typedef struct {
 	const char *guest;
 	guint cpus;
 	guint memory_mb;
-	GPtrArray *disks;	/* CfsDisk* of the VM */
-	GPtrArray *files;	/* char*: file names in the OVA, per disk */
+	GPtrArray *disks; /* CfsDisk* of the VM */
+	GPtrArray *files; /* char*: file names in the OVA, per disk */
 } VsOvfVm;
 
 GBytes *vs_ovf_build(const VsOvfVm *vm);
@@ -184,8 +183,7 @@ long vs_datastore_probe(VsProvider *prov, const char *url, char **validator,
 
 CfsSource *vs_datastore_export_start(VsProvider *prov, CfsDisk *disk,
 				     CfsExportReport *report, GError **error);
-void vs_datastore_export_end(VsProvider *prov, CfsDisk *disk,
-			     CfsSource *src);
+void vs_datastore_export_end(VsProvider *prov, CfsDisk *disk, CfsSource *src);
 /* Remove the snapshot @snap of the VM @vm (for messages) and wait;
  * failures are logged. Control pool. */
 void vs_snapshot_remove(VsProvider *prov, const VsRef *snap, const char *vm);

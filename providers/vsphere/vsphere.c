@@ -56,8 +56,8 @@ static void vs_free(CfsProvider *base)
 }
 
 /* A key of the section, else the environment variable @env. */
-static char *conf_or_env(GKeyFile *conf, const char *section,
-			 const char *key, const char *env)
+static char *conf_or_env(GKeyFile *conf, const char *section, const char *key,
+			 const char *env)
 {
 	char *v = g_key_file_get_string(conf, section, key, NULL);
 	const char *e;
@@ -75,8 +75,9 @@ static char *conf_or_env(GKeyFile *conf, const char *section,
 static bool parse_url(VsProvider *prov, const char *section, const char *url,
 		      char **user, char **password, GError **error)
 {
-	g_autofree char *full = strstr(url, "://") ? g_strdup(url) :
-				g_strdup_printf("https://%s", url);
+	g_autofree char *full = strstr(url, "://")
+				    ? g_strdup(url)
+				    : g_strdup_printf("https://%s", url);
 	const char *rest = strstr(full, "://") + 3;
 	gsize scheme_len = (gsize)(rest - full);
 	const char *slash = rest + strcspn(rest, "/?#");
@@ -86,13 +87,17 @@ static bool parse_url(VsProvider *prov, const char *section, const char *url,
 
 	if (!g_str_has_prefix(full, "https://") &&
 	    !g_str_has_prefix(full, "http://")) {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] url: %s is not an "
-			    "http(s) URL", section, url);
+		g_set_error(error, CFS_ERROR, EINVAL,
+			    "[%s] url: %s is not an "
+			    "http(s) URL",
+			    section, url);
 		return false;
 	}
 	if (!*host || strpbrk(host, " \t\r\n")) {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] url: no host in the "
-			    "URL", section);
+		g_set_error(error, CFS_ERROR, EINVAL,
+			    "[%s] url: no host in the "
+			    "URL",
+			    section);
 		return false;
 	}
 	if (at) {
@@ -108,11 +113,9 @@ static bool parse_url(VsProvider *prov, const char *section, const char *url,
 		*user = g_uri_unescape_string(hostpart, NULL);
 	}
 	prov->authority = g_strdup(host);
-	prov->base_url = g_strdup_printf("%.*s%s", (int)scheme_len, full,
-					 host);
-	prov->sdk_url = g_strdup_printf("%s%s", prov->base_url,
-					*slash == '/' && slash[1] ? slash :
-					"/sdk");
+	prov->base_url = g_strdup_printf("%.*s%s", (int)scheme_len, full, host);
+	prov->sdk_url = g_strdup_printf(
+	    "%s%s", prov->base_url, *slash == '/' && slash[1] ? slash : "/sdk");
 	cfs_secret_wipe(full, strlen(full));
 	return true;
 }
@@ -142,8 +145,8 @@ static bool load_tls(VsProvider *prov, GKeyFile *conf, const char *section,
 		     GError **error)
 {
 	g_autoptr(GKeyFile) k = g_key_file_new();
-	const char *keys[] = { "insecure", "ca_file", "thumbprint",
-			       "client_cert", "client_key" };
+	const char *keys[] = {"insecure", "ca_file", "thumbprint",
+			      "client_cert", "client_key"};
 	const char *insecure = g_getenv("GOVC_INSECURE");
 	const char *ca = g_getenv("GOVC_TLS_CA_CERTS");
 	const char *known = g_getenv("GOVC_TLS_KNOWN_HOSTS");
@@ -151,21 +154,22 @@ static bool load_tls(VsProvider *prov, GKeyFile *conf, const char *section,
 	/* The group exists even when no key is set. */
 	g_key_file_set_string(k, "s", "section", section);
 	for (guint i = 0; i < G_N_ELEMENTS(keys); i++) {
-		g_autofree char *v = g_key_file_get_string(conf, section,
-							   keys[i], NULL);
+		g_autofree char *v =
+		    g_key_file_get_string(conf, section, keys[i], NULL);
 
 		if (v)
 			g_key_file_set_string(k, "s", keys[i], v);
 	}
-	if (insecure && *insecure && !g_key_file_has_key(k, "s", "insecure",
-							 NULL))
-		g_key_file_set_boolean(k, "s", "insecure",
-				       g_str_equal(insecure, "1") ||
-				       !g_ascii_strcasecmp(insecure, "true"));
+	if (insecure && *insecure &&
+	    !g_key_file_has_key(k, "s", "insecure", NULL))
+		g_key_file_set_boolean(
+		    k, "s", "insecure",
+		    g_str_equal(insecure, "1") ||
+			!g_ascii_strcasecmp(insecure, "true"));
 	if (ca && *ca && !g_key_file_has_key(k, "s", "ca_file", NULL))
 		g_key_file_set_string(k, "s", "ca_file", ca);
-	if (known && *known && !g_key_file_has_key(k, "s", "thumbprint",
-						   NULL)) {
+	if (known && *known &&
+	    !g_key_file_has_key(k, "s", "thumbprint", NULL)) {
 		g_autofree char *t = known_host(known, prov->authority);
 
 		if (t)
@@ -186,8 +190,8 @@ static bool load_tls(VsProvider *prov, GKeyFile *conf, const char *section,
 static bool load_mode(VsProvider *prov, GKeyFile *conf, const char *section,
 		      GError **error)
 {
-	g_autofree char *mode = g_key_file_get_string(conf, section, "mode",
-						      NULL);
+	g_autofree char *mode =
+	    g_key_file_get_string(conf, section, "mode", NULL);
 
 	if (!mode || g_str_equal(g_strstrip(mode), "auto"))
 		prov->mode = VS_MODE_AUTO;
@@ -196,8 +200,10 @@ static bool load_mode(VsProvider *prov, GKeyFile *conf, const char *section,
 	else if (g_str_equal(mode, "nfc"))
 		prov->mode = VS_MODE_NFC;
 	else {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] mode: '%s' is not "
-			    "auto, datastore or nfc", section, mode);
+		g_set_error(error, CFS_ERROR, EINVAL,
+			    "[%s] mode: '%s' is not "
+			    "auto, datastore or nfc",
+			    section, mode);
 		return false;
 	}
 	return true;
@@ -207,14 +213,13 @@ static bool load_credentials(VsProvider *prov, GKeyFile *conf,
 			     const char *section, char *url_user,
 			     char *url_password, GError **error)
 {
-	g_autofree char *pwfile = g_key_file_get_string(conf, section,
-							"password_file", NULL);
-	g_autofree char *user = conf_or_env(conf, section, "username",
-					    "GOVC_USERNAME");
+	g_autofree char *pwfile =
+	    g_key_file_get_string(conf, section, "password_file", NULL);
+	g_autofree char *user =
+	    conf_or_env(conf, section, "username", "GOVC_USERNAME");
 	char *pw = g_key_file_get_string(conf, section, "password", NULL);
 
-	prov->username = user ? g_steal_pointer(&user) :
-				g_strdup(url_user);
+	prov->username = user ? g_steal_pointer(&user) : g_strdup(url_user);
 	if (pw && *pw) {
 		prov->password = pw;
 	} else {
@@ -222,28 +227,32 @@ static bool load_credentials(VsProvider *prov, GKeyFile *conf,
 		if (pwfile) {
 			prov->password = cfs_secret_read_file(pwfile, error);
 			if (!prov->password) {
-				g_prefix_error(error, "[%s] password_file: ",
-					       section);
+				g_prefix_error(error,
+					       "[%s] password_file: ", section);
 				return false;
 			}
 		} else if (g_getenv("GOVC_PASSWORD") &&
 			   *g_getenv("GOVC_PASSWORD")) {
-			prov->password = cfs_secret_dup(
-				g_getenv("GOVC_PASSWORD"));
+			prov->password =
+			    cfs_secret_dup(g_getenv("GOVC_PASSWORD"));
 		} else {
 			prov->password = cfs_secret_dup(url_password);
 		}
 	}
 	if (!prov->username || !*prov->username) {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] username: not set "
+		g_set_error(error, CFS_ERROR, EINVAL,
+			    "[%s] username: not set "
 			    "(nor GOVC_USERNAME, nor user@ in the URL)",
 			    section);
 		return false;
 	}
 	if (!prov->password || !*prov->password) {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] password: not set "
-			    "(nor password_file, GOVC_PASSWORD or user:password@ "
-			    "in the URL)", section);
+		g_set_error(
+		    error, CFS_ERROR, EINVAL,
+		    "[%s] password: not set "
+		    "(nor password_file, GOVC_PASSWORD or user:password@ "
+		    "in the URL)",
+		    section);
 		return false;
 	}
 	return true;
@@ -253,14 +262,16 @@ static bool vs_config(VsProvider *prov, GKeyFile *conf, const char *section,
 		      GError **error)
 {
 	g_autofree char *url = conf_or_env(conf, section, "url", "GOVC_URL");
-	g_autofree char *dcs = g_key_file_get_string(conf, section,
-						     "datacenters", NULL);
+	g_autofree char *dcs =
+	    g_key_file_get_string(conf, section, "datacenters", NULL);
 	g_autofree char *url_user = NULL;
 	g_autoptr(CfsSecret) url_password = NULL;
 
 	if (!url) {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] url: not set (nor "
-			    "GOVC_URL)", section);
+		g_set_error(error, CFS_ERROR, EINVAL,
+			    "[%s] url: not set (nor "
+			    "GOVC_URL)",
+			    section);
 		return false;
 	}
 	if (!parse_url(prov, section, url, &url_user, &url_password, error))
@@ -286,8 +297,8 @@ static CfsProvider *vs_create(GKeyFile *conf, const char *section,
 	g_mutex_init(&prov->login_lock);
 	g_mutex_init(&prov->lock);
 	g_mutex_init(&prov->lease_lock);
-	prov->leases = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-					     NULL);
+	prov->leases =
+	    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	prov->settings = cfs_http_settings_new();
 	prov->settings->classify = vs_classify;
 	if (!vs_config(prov, conf, section, error)) {
@@ -334,11 +345,11 @@ static void vs_cleanup(CfsProvider *base, bool at_unmount)
 }
 
 const CfsProviderOps cfs_vsphere_provider = {
-	.name = "vsphere",
-	.create = vs_create,
-	.free = vs_free,
-	.list = vs_list_op,
-	.export_start = vs_export_start,
-	.export_end = vs_export_end,
-	.cleanup = vs_cleanup,
+    .name = "vsphere",
+    .create = vs_create,
+    .free = vs_free,
+    .list = vs_list_op,
+    .export_start = vs_export_start,
+    .export_end = vs_export_end,
+    .cleanup = vs_cleanup,
 };

@@ -163,6 +163,21 @@ def test_copy_vm_in_folder_with_expired_session(vcsim, mount, tmp_path):
     assert vcsim.counter("soap.Login") >= 2
 
 
+def test_snapshot_of_a_crashed_daemon_is_removed(vcsim, mount, tmp_path):
+    vcsim.seed(ON_VM, extents=[(0, 4096)], seed=16)
+    vcsim.faults(nfc_rate=1)     # not used here; the reset undoes it
+    cache = tmp_path / "cache"
+    m = mount(config_text=config(vcsim), cache_dir=cache)
+    assert read_range(vm_dir(m, ON_VM) / "disk.vmdk", 0, 512)
+    assert vcsim.vm(ON_VM)["snapshots"] == 1
+    m.kill()                     # no export_end: the snapshot stays
+    m.unmount(check=False)
+    m2 = mount(config_text=config(vcsim), cache_dir=cache)
+    wait_until(lambda: vcsim.vm(ON_VM)["snapshots"] == 0, 20,
+               what="the crashed daemon's snapshot removed")
+    assert "left by an earlier cloudfs" in m2.log_text()
+
+
 # --- NFC ------------------------------------------------------------------------
 
 def test_nfc_lease_kept_alive_and_completed(vcsim, mount, tmp_path):
