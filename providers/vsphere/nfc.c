@@ -392,16 +392,21 @@ static const CfsSourceOps nfc_source_ops = {
     .free = nfc_free,
 };
 
+/* The most bytes a streamOptimized VMDK of @capacity bytes takes: every
+ * grain stored uncompressed with its marker, the grain tables and
+ * directory, and the header and footer. */
+static guint64 stream_bound(guint64 capacity)
+{
+	return capacity + capacity / 64 + (4 << 20);
+}
+
 /* The stream's length when the lease says 0: a HEAD's Content-Length,
- * else the lease's manifest. 0 if neither says. */
-static guint64 stream_length(VsProvider *prov, VsLease *l, NfcSource *ns,
-			     const char *key)
+ * or 0 when it gives none. */
+static guint64 stream_length(VsProvider *prov, NfcSource *ns)
 {
 	g_autoptr(CfsHttpRequest) head = cfs_http_request_new(ns->url);
 	g_autoptr(CfsSecret) cookie =
 	    ns->cookie ? vs_cookie_header(prov) : NULL;
-	g_autoptr(xmlDoc) doc = NULL;
-	xmlNode *resp;
 
 	head->nobody = true;
 	head->max_attempts = 2;
@@ -412,16 +417,6 @@ static guint64 stream_length(VsProvider *prov, VsLease *l, NfcSource *ns,
 	if (cfs_http_perform(prov->base.ctx->http, head, NULL) &&
 	    head->content_length > 0)
 		return (guint64)head->content_length;
-	doc = vs_call(prov, "HttpNfcLeaseGetManifest", &l->lease, NULL, &resp,
-		      NULL, NULL);
-	for (xmlNode *e = doc ? cfs_xml_child(resp, VS_NS, "returnval") : NULL;
-	     e; e = cfs_xml_next(e, VS_NS, "returnval")) {
-		g_autofree char *k = cfs_xml_path_text(e, VS_NS, "key");
-		g_autofree char *size = cfs_xml_path_text(e, VS_NS, "size");
-
-		if (g_strcmp0(k, key) == 0 && size)
-			return g_ascii_strtoull(size, NULL, 10);
-	}
 	return 0;
 }
 
@@ -461,21 +456,24 @@ CfsSource *vs_nfc_export_start(VsProvider *prov, CfsDisk *disk,
 	}
 	len = size ? g_ascii_strtoull(size, NULL, 10) : 0;
 	if (!len)
-		len = stream_length(prov, l, ns, key);
-	if (!len || len > VS_DISK_MAX + (VS_DISK_MAX >> 4)) {
+		len = stream_length(prov, ns);
+	if (len > stream_bound(d->capacity)) {
 		g_set_error(error, CFS_ERROR, EIO,
-			    "%s: the NFC stream has %s "
-			    "(fileSize 0, no Content-Length, no manifest "
-			    "size)",
-			    ns->what, len ? "an absurd length" : "no length");
-		lease_break(l, "no length");
+			    "%s: the NFC stream says it has %" G_GUINT64_FORMAT
+			    " bytes, more than a VMDK of %" G_GUINT64_FORMAT
+			    " bytes can",
+			    ns->what, len, d->capacity);
+		lease_break(l, "absurd length");
 		vs_nfc_export_end(prov, disk, src);
 		cfs_source_free(src);
 		return NULL;
 	}
-	src->size = len;
+	/* No length anywhere: a stream that shows its length at its end,
+	 * never longer than a VMDK of the disk can be. */
+	src->size = len ? len : CFS_SIZE_UNKNOWN;
+	src->size_max = len ? len : stream_bound(d->capacity);
+	src->map = cfs_extent_map_new_full(src->size_max);
 	src->random = false;
-	src->map = cfs_extent_map_new_full(len);
 	src->identity =
 	    g_strdup_printf("lease %s %s", l->lease.value, key ? key : "");
 	src->settings = cfs_http_settings_ref(prov->settings);

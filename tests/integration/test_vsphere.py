@@ -225,6 +225,36 @@ def test_nfc_stream_without_file_size(vcsim, mount, tmp_path):
     qemu_compare(flat, out)
 
 
+def test_nfc_stream_of_unknown_length(vcsim, mount, tmp_path):
+    """No fileSize, no Content-Length (chunked): read to its end."""
+    need_qemu_img()
+    flat = vcsim.seed(TEMPLATE, extents=[(0, 300 << 10)], seed=17)
+    vcsim.faults(nfc_file_size=False, nfc_length=False)
+    m = mount(config_text=config(vcsim, mode="nfc"))
+    d = vm_dir(m, TEMPLATE)
+    out = copy(d / "disk.vmdk", tmp_path / "t.vmdk")
+    qemu_compare(flat, out)
+    # its exact size is known now
+    size = os.stat(d / "disk.vmdk").st_size
+    assert 0 < size <= os.path.getsize(out)
+    assert out.read_bytes()[size:].count(0) == os.path.getsize(out) - size
+    m.unmount()
+    assert vcsim.counter("lease.complete") == 1
+
+
+@pytest.mark.xfail(reason="engine: a read issued before a stream of "
+                   "unknown length ended gets zeros past its end, not EOF",
+                   strict=False)
+def test_nfc_stream_of_unknown_length_reads_to_its_end(vcsim, mount,
+                                                        tmp_path):
+    vcsim.seed(TEMPLATE, extents=[(0, 300 << 10)], seed=18)
+    vcsim.faults(nfc_file_size=False, nfc_length=False)
+    m = mount(config_text=config(vcsim, mode="nfc"))
+    d = vm_dir(m, TEMPLATE)
+    out = copy(d / "disk.vmdk", tmp_path / "t.vmdk")
+    assert os.stat(d / "disk.vmdk").st_size == os.path.getsize(out)
+
+
 def test_datastore_refused_falls_back_to_nfc(vcsim, mount, tmp_path):
     need_qemu_img()
     flat = vcsim.seed(OFF_VM, disk=1, extents=[(0, 4096)], seed=14)
@@ -250,7 +280,6 @@ def test_nfc_of_running_vm_says_why(vcsim, mount):
 
 # --- OVF and OVA -------------------------------------------------------------------
 
-@EXTRA_FILES
 def test_ovf_and_ova(vcsim, mount, tmp_path):
     need_qemu_img()
     flat = vcsim.seed(OFF_VM, disk=0, extents=[(0, 8192)], seed=15)
