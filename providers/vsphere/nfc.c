@@ -28,7 +28,7 @@ struct VsLease {
 
 	GMutex lock;  /* held only to read or set what follows */
 	bool broken;  /* the lease ended or cannot be kept */
-	bool retried; /* a download broke off once */
+	bool given_up; /* an export of its disks ended incomplete */
 	char *error;
 	guint ended; /* disk exports ended */
 	guint disks; /* deviceUrls of disks */
@@ -88,7 +88,7 @@ static void lease_finish(VsLease *l)
 
 	cfs_timer_free(g_steal_pointer(&l->timer));
 	g_mutex_lock(&l->lock);
-	broken = l->broken || l->retried;
+	broken = l->broken || l->given_up;
 	g_mutex_unlock(&l->lock);
 	method = broken ? "HttpNfcLeaseAbort" : "HttpNfcLeaseComplete";
 	doc = vs_call(l->prov, method, &l->lease, NULL, &resp, NULL, &error);
@@ -345,10 +345,6 @@ static bool nfc_authorize(CfsSource *src, CfsHttpRequest *req, GError **error)
 		return false;
 	}
 	g_mutex_lock(&l->lock);
-	/* A second attempt means the first broke off: the lease is aborted
-	 * rather than completed at the end. */
-	if (req->attempt > 1)
-		l->retried = true;
 	broken = l->broken;
 	g_mutex_unlock(&l->lock);
 	if (broken) {
@@ -490,6 +486,10 @@ void vs_nfc_export_end(VsProvider *prov, CfsDisk *disk, CfsSource *src)
 		return;
 	g_mutex_lock(&l->lock);
 	l->ended++;
+	/* A disk not read to its end: the lease is aborted, not completed,
+	 * when the last disk's export ends. */
+	if (!src->complete)
+		l->given_up = true;
 	g_mutex_unlock(&l->lock);
 	vs_lease_unref(l);
 }

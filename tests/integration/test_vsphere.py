@@ -23,11 +23,6 @@ ON_VM = "DC0_C0_RP0_VM0"       # powered on, one 4 MiB disk
 FOLDER_VM = "DC0_H0_VM0"       # in vm/Prod, powered on
 TEMPLATE = "DC0_H0_VM1"        # a template, powered off
 
-EXTRA_FILES = pytest.mark.xfail(
-    reason="extra files: engine (fs/ does not show CfsVm.files yet)",
-    strict=False)
-
-
 def need_qemu_img():
     if shutil.which("qemu-img") is None:
         pytest.skip("qemu-img is missing (Debian package qemu-utils)")
@@ -242,9 +237,6 @@ def test_nfc_stream_of_unknown_length(vcsim, mount, tmp_path):
     assert vcsim.counter("lease.complete") == 1
 
 
-@pytest.mark.xfail(reason="engine: a read issued before a stream of "
-                   "unknown length ended gets zeros past its end, not EOF",
-                   strict=False)
 def test_nfc_stream_of_unknown_length_reads_to_its_end(vcsim, mount,
                                                         tmp_path):
     vcsim.seed(TEMPLATE, extents=[(0, 300 << 10)], seed=18)
