@@ -55,6 +55,14 @@ struct CfsExport {
 
 	guint64 fetched;	/* atomic: bytes that landed, the counter */
 	guint64 served;		/* atomic: bytes answered to readers */
+	guint64 read_bytes;	/* atomic: bytes asked for since the export
+				 * started (a glance, or a real read?) */
+	bool cancel;		/* protected by engine->stop_lock: closed
+				 * after a glance while preparing */
+	guint run_opens;	/* protected by lock: opens since it started */
+	gint64 glance_at;	/* protected by lock: when the last file was
+				 * closed after a glance; 0: none pending */
+	CfsTimer *glance_timer;	/* protected by lock: gives it back */
 	guint64 hits;		/* atomic: reads answered from the cache */
 	guint64 misses;		/* atomic: reads that waited for chunks */
 	guint64 cached;		/* what the cache held at list time */

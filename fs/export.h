@@ -63,6 +63,8 @@ const char *cfs_export_path(CfsExport *ex);
  * open. Never waits. Any FUSE thread. */
 void cfs_export_open(CfsExport *ex);
 void cfs_export_release(CfsExport *ex);
+/* A reader asked for @bytes of the disk's files. Any thread. */
+void cfs_export_count_read(CfsExport *ex, guint64 bytes);
 
 /* Answer a FUSE read of the native bytes (@fmt NULL) or of a view in
  * format @fmt. Replies now, or later from another thread (after the

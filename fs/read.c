@@ -226,6 +226,7 @@ void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
+	cfs_export_count_read(ex, size);
 	ctx = g_new0(ReadCtx, 1);
 	ctx->ex = ex;
 	ctx->fmt = fmt;
@@ -346,6 +347,7 @@ bool cfs_export_read_sync(CfsExport *ex, const CfsFormat *fmt, void *buf,
 	guint64 size;
 	bool ok;
 
+	cfs_export_count_read(ex, len);
 	if (!cfs_export_wait_size(ex, fmt, &size, error))
 		return false;
 	if (off > size || len > size - off) {
