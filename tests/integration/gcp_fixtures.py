@@ -290,7 +290,7 @@ def gcp_config(fake, key_file=None, **keys):
             "credentials": str(key_file or fake.key.path),
             "token_url": fake.token_url, "compute_url": fake.compute_url,
             "cloudbuild_url": fake.cloudbuild_url,
-            "storage_url": fake.storage_url, "bucket": fake.bucket,
+            "storage_url": fake.storage_url, "gcs_bucket": fake.bucket,
             "poll_interval": "0.2"}
     conf.update({k: v for k, v in keys.items() if v is not None})
     return "[gcp]\n" + "".join("%s = %s\n" % kv for kv in conf.items())
