@@ -9,7 +9,6 @@
  * metadata server, in that order. The key is checked when the mount
  * starts; tokens are fetched when first needed and cached (oauth2.h).
  */
-#include <openssl/crypto.h>
 #include <string.h>
 
 #include "common/cleanup.h"
@@ -379,22 +378,11 @@ CfsOAuth2 *gcp_oauth(GcpProvider *prov, GError **error)
 	return prov->oauth;
 }
 
-char *gcp_token_fetch(CfsOAuth2 *o, GError **error)
-{
-	char *token = cfs_oauth2_token(o, error);
-
-	/* Signing a JWT made OpenSSL keep state for this thread (its random
-	 * generator for RSA blinding). Pool threads may outlive OpenSSL's
-	 * cleanup at exit, which would lose that state: release it now. */
-	OPENSSL_thread_stop();
-	return token;
-}
-
 char *gcp_token(GcpProvider *prov, GError **error)
 {
 	CfsOAuth2 *o = gcp_oauth(prov, error);
 
-	return o ? gcp_token_fetch(o, error) : NULL;
+	return o ? cfs_oauth2_token(o, error) : NULL;
 }
 
 static bool project_ok(const char *p, gsize len)

@@ -104,7 +104,7 @@ static bool gcs_renew(CfsSource *src, GError **error)
 	/* Renewal comes ahead of expiry or after a refusal: either way the
 	 * cached token is not to be used again. */
 	cfs_oauth2_invalidate(gs->oauth);
-	token = gcp_token_fetch(gs->oauth, error);
+	token = cfs_oauth2_token(gs->oauth, error);
 	if (!token)
 		return false;
 	cfs_source_set_expiry(src, cfs_oauth2_expires(gs->oauth));

@@ -23,7 +23,7 @@
 
 #define GCP_LABEL_TEMPORARY "cloudfs-temporary"
 #define GCP_SCOPE "https://www.googleapis.com/auth/cloud-platform"
-#define GCP_DISK_MAX (64ULL << 40)	/* larger disks are refused */
+#define GCP_DISK_MAX CFS_DISK_SIZE_MAX
 
 typedef struct {
 	CfsProvider base;
@@ -80,11 +80,6 @@ char *gcp_project(GcpProvider *prov, GError **error);
 /* The token cache, made at the first call. Borrowed: it lives as long
  * as @prov. Any thread but the network thread (the first call). */
 CfsOAuth2 *gcp_oauth(GcpProvider *prov, GError **error);
-
-/* cfs_oauth2_token(@o), then this thread's OpenSSL state released (pool
- * threads may outlive OpenSSL's cleanup at exit). Transfer full, a
- * secret. Control pool. */
-char *gcp_token_fetch(CfsOAuth2 *o, GError **error);
 
 /* A bearer token (transfer full, a secret). Control pool. */
 char *gcp_token(GcpProvider *prov, GError **error);
