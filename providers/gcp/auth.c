@@ -274,7 +274,8 @@ static bool load_credentials(GcpProvider *prov, GKeyFile *conf,
 
 	prov->credentials = conf_string(conf, section, "credentials");
 	if (!prov->credentials)
-		prov->credentials = env_string("GOOGLE_APPLICATION_CREDENTIALS");
+		prov->credentials =
+			env_string("GOOGLE_APPLICATION_CREDENTIALS");
 	if (prov->credentials &&
 	    !gcp_key_load(prov, prov->credentials, &project_id, &token_uri,
 			  error))

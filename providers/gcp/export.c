@@ -20,7 +20,7 @@
 
 #define GCP_EXPORT_STEP "gcr.io/compute-image-tools/gce_vm_image_export:release"
 #define GCP_POLL_MAX_S 10.0
-#define GCP_BUILD_MAX_S 86400.0		/* Cloud Build's longest timeout */
+#define GCP_BUILD_MAX_S 86400.0	/* Cloud Build's longest timeout */
 #define GCP_TOKEN_MIN_VALID_S 5.0	/* authorize wants this much left */
 
 /* The bytes of the whole object seen so far, as runs of pieces that
@@ -175,8 +175,9 @@ static bool gcs_verify(CfsSource *src, const CfsSourcePiece *piece,
 	guint32 crc;
 
 	if (len != piece->length) {
-		g_set_error(error, CFS_ERROR, EIO, "gs://%s/%s: %" G_GSIZE_FORMAT
-			    " bytes for a piece of %" G_GUINT64_FORMAT,
+		g_set_error(error, CFS_ERROR, EIO,
+			    "gs://%s/%s: %" G_GSIZE_FORMAT " bytes for a "
+			    "piece of %" G_GUINT64_FORMAT,
 			    gs->prov->bucket, gs->name, len, piece->length);
 		return false;
 	}
@@ -398,8 +399,8 @@ static void build_cancel(GcpProvider *prov, const char *project,
 			 const char *id)
 {
 	g_autofree char *p = gcp_escape(project);
-	g_autofree char *url = g_strdup_printf("%s/projects/%s/builds/%s:cancel",
-					       prov->cloudbuild_url, p, id);
+	g_autofree char *url = g_strdup_printf(
+		"%s/projects/%s/builds/%s:cancel", prov->cloudbuild_url, p, id);
 	g_autoptr(GError) error = NULL;
 	g_autoptr(json_object) ans = gcp_call(prov, "POST", url, NULL,
 					      "Cloud Build builds.cancel",

@@ -38,9 +38,9 @@ typedef struct {
 	char *cloudbuild_url;	/* ".../v1" */
 	char *storage_url;	/* ".../storage/v1" */
 	GStrv zones;		/* NULL: every zone (aggregated lists) */
-	GStrv export_formats;	/* tool formats: vmdk, vhdx, vpc, qcow2, raw */
+	GStrv export_formats;	/* the tool's: vmdk, vhdx, vpc, qcow2, raw */
 	char *bucket;
-	char *prefix;		/* "" or as given (usually ends with '/') */
+	char *prefix;		/* as given, usually ending with '/' */
 	bool keep_exports;
 	double export_timeout_s;	/* 0: grows with the disk */
 	double poll_s;
@@ -60,7 +60,7 @@ typedef struct {
 	char *instance;		/* NULL: attached to no instance */
 	char *format;		/* the export tool's -format */
 	guint64 size_gb;
-	bool in_use;		/* attached: images.insert needs forceCreate */
+	bool in_use;		/* attached: an image needs forceCreate */
 } GcpDisk;
 
 void gcp_disk_free(GcpDisk *d);
