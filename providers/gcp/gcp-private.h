@@ -38,7 +38,7 @@ typedef struct {
 	char *cloudbuild_url;	/* ".../v1" */
 	char *storage_url;	/* ".../storage/v1" */
 	GStrv zones;		/* NULL: every zone (aggregated lists) */
-	GStrv export_formats;	/* the tool's: vmdk, vhdx, vpc, qcow2, raw */
+	GStrv export_formats;	/* -format: vmdk vhdx vpc qcow2 raw */
 	char *bucket;
 	char *prefix;		/* as given, usually ending with '/' */
 	bool keep_exports;
