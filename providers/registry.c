@@ -8,11 +8,13 @@
 extern const CfsProviderOps cfs_url_provider;
 extern const CfsProviderOps cfs_aws_provider;
 extern const CfsProviderOps cfs_vsphere_provider;
+extern const CfsProviderOps cfs_gcp_provider;
 
 static const CfsProviderOps *const providers[] = {
 	&cfs_url_provider,
 	&cfs_aws_provider,
 	&cfs_vsphere_provider,
+	&cfs_gcp_provider,
 	NULL,
 };
 
