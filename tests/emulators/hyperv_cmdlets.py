@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 
-from hyperv_host import ExportJob, win_leaf, win_norm
+from hyperv_host import ExportJob, win_norm
 from hyperv_ps import (CONTROLLER, SNAPSHOT_TYPE, VHD_FORMAT, VHD_TYPE,
                        VM_STATE, PSDate, PSEnum, PSError, PSObj, Unsupported,
                        as_text, parse, to_json)

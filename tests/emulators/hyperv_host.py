@@ -6,8 +6,6 @@ PowerShell subset.  The subset and the seed format are documented in
 winrm_fake.py.  Standard library only.
 """
 
-import fnmatch
-import json
 import os
 import shutil
 import subprocess
@@ -15,9 +13,8 @@ import threading
 import time
 import uuid
 
-from hyperv_ps import (CONTROLLER, JOB_STATE, QEMU_IMG, SNAPSHOT_TYPE,
-                       VHD_FORMAT, VHD_TYPE, VM_STATE, PSDate, PSEnum, PSError,
-                       PSObj, Unsupported, as_text, parse, to_json)
+from hyperv_ps import (JOB_STATE, QEMU_IMG, VHD_TYPE, VM_STATE, PSEnum,
+                       PSError, PSObj)
 
 MiB = 1 << 20
 

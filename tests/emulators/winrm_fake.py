@@ -417,7 +417,6 @@ class WsmanHandler(BaseHTTPRequestHandler):
         body = self._drain()
         if self.path.split("?")[0].lower() != "/wsman":
             return self._reply(404)
-        st = self.server.state
         user = self._authenticate()
         if user is None:
             return
