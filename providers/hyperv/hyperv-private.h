@@ -159,7 +159,7 @@ char *hv_export_folder(HvProvider *prov, const HvDisk *d);
 
 /* --- smb.c: reading the exported file --- */
 
-/* Whether libsmbclient can be used (checked at create). */
+/* Check smb_url. Main thread. */
 bool hv_smb_check(HvProvider *prov, GError **error);
 
 /*

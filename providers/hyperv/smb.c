@@ -2,11 +2,14 @@
 /*
  * Sources over an exported file: over SMB with libsmbclient (random
  * access at any offset) or from export_mount, the export folder mounted
- * on this machine. A libsmbclient context is not thread-safe, so a source
- * keeps one connection per I/O thread that may read at once, each with
- * its own lock; creating and freeing contexts (which touches the
- * library's global state) is serialised. pread runs on the engine's I/O
- * threads and blocks; the rest on the control pool.
+ * on this machine. libsmbclient keeps state shared between its contexts
+ * (connection setup on one thread corrupts a read on another, even with
+ * one context per thread), so every call into it holds one process-wide
+ * lock, and the process has one context (each new context also leaks
+ * a string in the library's logging setup); a source keeps one open
+ * file, and the credentials of the source that makes a call are the ones
+ * the context asks for. pread runs on the engine's I/O threads and
+ * blocks; the rest on the control pool.
  */
 #include <fcntl.h>
 #include <libsmbclient.h>
@@ -19,14 +22,11 @@
 #include "common/util.h"
 #include "providers/hyperv/hyperv-private.h"
 
-#define SMB_CONNS 2		/* the engine reads with two I/O threads */
 #define SMB_READ_MAX (1024 * 1024)
 
 typedef struct {
-	GMutex lock;
-	SMBCCTX *ctx;		/* protected by lock */
-	SMBCFILE *file;		/* protected by lock */
-	guint64 pos;		/* protected by lock: the file offset */
+	SMBCFILE *file;		/* protected by smb_lock */
+	guint64 pos;		/* protected by smb_lock: the file offset */
 } SmbConn;
 
 typedef struct {
@@ -35,12 +35,16 @@ typedef struct {
 	char *user;
 	char *password;		/* a secret */
 	int fd;			/* export_mount: the open file, else -1 */
-	SmbConn conns[SMB_CONNS];
+	SmbConn conn;
 	gint shut;		/* atomic: the export ended */
 } HvSource;
 
-/* Contexts touch libsmbclient's global state when made and freed. */
-static GMutex smb_global;
+/* Every call into libsmbclient holds this. */
+static GMutex smb_lock;
+/* Made on first use; lives until the process ends (freeing the last
+ * context makes the library drop, unfreed, the name of its log file). */
+static SMBCCTX *smb_ctx;	/* protected by smb_lock */
+static HvSource *smb_caller;	/* protected by smb_lock: whose call runs */
 
 bool hv_smb_check(HvProvider *prov, GError **error)
 {
@@ -61,8 +65,10 @@ bool hv_smb_check(HvProvider *prov, GError **error)
 static void smb_auth(SMBCCTX *c, const char *srv, const char *shr, char *wg,
 		     int wglen, char *un, int unlen, char *pw, int pwlen)
 {
-	HvSource *hs = smbc_getOptionUserData(c);
+	HvSource *hs = smb_caller;
 
+	if (!hs)
+		return;
 	if (hs->domain && wglen > 0)
 		g_strlcpy(wg, hs->domain, (gsize)wglen);
 	if (unlen > 0)
@@ -71,16 +77,39 @@ static void smb_auth(SMBCCTX *c, const char *srv, const char *shr, char *wg,
 		g_strlcpy(pw, hs->password, (gsize)pwlen);
 }
 
-/* Close the connection's file and context. Its lock held. */
+/* Close the source's file. smb_lock held. */
 static void smb_conn_drop(SmbConn *conn)
 {
-	if (!conn->ctx)
+	if (!conn->file)
 		return;
-	g_mutex_lock(&smb_global);
-	smbc_free_context(conn->ctx, 1);
-	g_mutex_unlock(&smb_global);
-	conn->ctx = NULL;
+	smbc_getFunctionClose(smb_ctx)(smb_ctx, conn->file);
 	conn->file = NULL;
+}
+
+/* The process's context. smb_lock held. */
+static SMBCCTX *smb_context(void)
+{
+	SMBCCTX *ctx;
+	int errnum;
+
+	if (smb_ctx)
+		return smb_ctx;
+	ctx = smbc_new_context();
+	if (!ctx)
+		return NULL;
+	smbc_setDebug(ctx, 0);
+	smbc_setFunctionAuthDataWithContext(ctx, smb_auth);
+	smbc_setOptionUseKerberos(ctx, false);
+	smbc_setOptionFallbackAfterKerberos(ctx, true);
+	smbc_setOptionNoAutoAnonymousLogin(ctx, true);
+	if (!smbc_init_context(ctx)) {
+		errnum = errno;
+		smbc_free_context(ctx, 1);
+		errno = errnum;
+		return NULL;
+	}
+	smb_ctx = ctx;
+	return ctx;
 }
 
 static bool smb_errno(GError **error, int errnum, const char *what,
@@ -97,39 +126,18 @@ static bool smb_errno(GError **error, int errnum, const char *what,
 	return false;
 }
 
-/* Open the file on a fresh context. Its lock held. */
+/* Open the source's file. smb_lock held. */
 static bool smb_conn_open(HvSource *hs, SmbConn *conn, GError **error)
 {
-	SMBCCTX *ctx;
-	int errnum;
+	SMBCCTX *ctx = smb_context();
 
-	g_mutex_lock(&smb_global);
-	ctx = smbc_new_context();
-	if (ctx) {
-		smbc_setDebug(ctx, 0);
-		smbc_setOptionUserData(ctx, hs);
-		smbc_setFunctionAuthDataWithContext(ctx, smb_auth);
-		smbc_setOptionUseKerberos(ctx, false);
-		smbc_setOptionFallbackAfterKerberos(ctx, true);
-		smbc_setOptionNoAutoAnonymousLogin(ctx, true);
-		if (!smbc_init_context(ctx)) {
-			errnum = errno;
-			smbc_free_context(ctx, 1);
-			ctx = NULL;
-			errno = errnum;
-		}
-	}
-	errnum = errno;
-	g_mutex_unlock(&smb_global);
 	if (!ctx)
-		return smb_errno(error, errnum, "client for", hs->url);
-	conn->ctx = ctx;
+		return smb_errno(error, errno, "client for", hs->url);
+	smb_caller = hs;
 	conn->file = smbc_getFunctionOpen(ctx)(ctx, hs->url, O_RDONLY, 0);
-	if (!conn->file) {
-		errnum = errno;
-		smb_conn_drop(conn);
-		return smb_errno(error, errnum, "open", hs->url);
-	}
+	smb_caller = NULL;
+	if (!conn->file)
+		return smb_errno(error, errno, "open", hs->url);
 	conn->pos = 0;
 	return true;
 }
@@ -142,13 +150,13 @@ static bool smb_conn_read(HvSource *hs, SmbConn *conn, void *buf, gsize len,
 	if (!conn->file && !smb_conn_open(hs, conn, error))
 		return false;
 	if (conn->pos != off &&
-	    smbc_getFunctionLseek(conn->ctx)(conn->ctx, conn->file,
-					     (off_t)off, SEEK_SET) < 0)
+	    smbc_getFunctionLseek(smb_ctx)(smb_ctx, conn->file, (off_t)off,
+					   SEEK_SET) < 0)
 		goto failed;
 	conn->pos = off;
 	while (len) {
-		ssize_t n = smbc_getFunctionRead(conn->ctx)(
-			conn->ctx, conn->file, p, MIN(len, SMB_READ_MAX));
+		ssize_t n = smbc_getFunctionRead(smb_ctx)(
+			smb_ctx, conn->file, p, MIN(len, SMB_READ_MAX));
 
 		if (n < 0)
 			goto failed;
@@ -174,7 +182,6 @@ static bool hv_source_pread(CfsSource *src, void *buf, gsize len,
 			    guint64 off, GError **error)
 {
 	HvSource *hs = src->priv;
-	SmbConn *conn = NULL;
 	bool ok;
 
 	if (g_atomic_int_get(&hs->shut)) {
@@ -183,15 +190,9 @@ static bool hv_source_pread(CfsSource *src, void *buf, gsize len,
 	}
 	if (hs->fd >= 0)
 		return cfs_pread_all(hs->fd, buf, len, off, error);
-	for (guint i = 0; i < SMB_CONNS && !conn; i++)
-		if (g_mutex_trylock(&hs->conns[i].lock))
-			conn = &hs->conns[i];
-	if (!conn) {
-		conn = &hs->conns[0];
-		g_mutex_lock(&conn->lock);
-	}
-	ok = smb_conn_read(hs, conn, buf, len, off, error);
-	g_mutex_unlock(&conn->lock);
+	g_mutex_lock(&smb_lock);
+	ok = smb_conn_read(hs, &hs->conn, buf, len, off, error);
+	g_mutex_unlock(&smb_lock);
 	return ok;
 }
 
@@ -200,11 +201,9 @@ void hv_source_shut(CfsSource *src)
 	HvSource *hs = src->priv;
 
 	g_atomic_int_set(&hs->shut, 1);
-	for (guint i = 0; i < SMB_CONNS; i++) {
-		g_mutex_lock(&hs->conns[i].lock);
-		smb_conn_drop(&hs->conns[i]);
-		g_mutex_unlock(&hs->conns[i].lock);
-	}
+	g_mutex_lock(&smb_lock);
+	smb_conn_drop(&hs->conn);
+	g_mutex_unlock(&smb_lock);
 	if (hs->fd >= 0) {
 		close(hs->fd);
 		hs->fd = -1;
@@ -218,8 +217,6 @@ static void hv_source_free(CfsSource *src)
 	if (!hs)
 		return;
 	hv_source_shut(src);
-	for (guint i = 0; i < SMB_CONNS; i++)
-		g_mutex_clear(&hs->conns[i].lock);
 	g_free(hs->url);
 	g_free(hs->domain);
 	g_free(hs->user);
@@ -252,17 +249,16 @@ static char *smb_file_url(const char *base, const char *rel)
 static bool smb_stat(HvSource *hs, guint64 *size, gint64 *mtime,
 		     GError **error)
 {
-	SmbConn *conn = &hs->conns[0];
+	SmbConn *conn = &hs->conn;
 	struct stat st;
 	bool ok = true;
 
-	g_mutex_lock(&conn->lock);
+	g_mutex_lock(&smb_lock);
 	if (!smb_conn_open(hs, conn, error))
 		ok = false;
-	else if (smbc_getFunctionFstat(conn->ctx)(conn->ctx, conn->file,
-						  &st) < 0)
+	else if (smbc_getFunctionFstat(smb_ctx)(smb_ctx, conn->file, &st) < 0)
 		ok = smb_errno(error, errno, "stat", hs->url);
-	g_mutex_unlock(&conn->lock);
+	g_mutex_unlock(&smb_lock);
 	if (ok) {
 		*size = (guint64)st.st_size;
 		*mtime = (gint64)st.st_mtime;
@@ -303,8 +299,6 @@ CfsSource *hv_source_open(HvProvider *prov, const char *rel, GError **error)
 
 	cfs_assert_may_block();
 	hs->fd = -1;
-	for (guint i = 0; i < SMB_CONNS; i++)
-		g_mutex_init(&hs->conns[i].lock);
 	if (prov->export_mount) {
 		ok = local_open(prov, hs, rel, &size, &mtime, error);
 	} else {
