@@ -4,6 +4,8 @@
  * of their next run and hands each due callback to the pool; a timer that
  * is still running when it falls due again waits for its next turn.
  */
+#include <openssl/crypto.h>
+
 #include "control.h"
 
 struct CfsControl {
@@ -46,6 +48,9 @@ static void control_run(gpointer data, gpointer user_data)
 	g_private_set(&control_pool_thread, GINT_TO_POINTER(1));
 	job->fn(job->data);
 	g_free(job);
+	/* Pool threads outlive the pool (GLib keeps idle ones): give back
+	 * OpenSSL's per-thread state after each job, or it is never freed. */
+	OPENSSL_thread_stop();
 	if (!timer)
 		return;
 	g_mutex_lock(&timer->ctl->lock);

@@ -4,7 +4,8 @@
  *   url/web01/disk.raw state=transferring phase=- bytes=… total=…
  *   percent=12.5 rate=187.2MiB/s eta=40s [error="…"]
  * bytes: data present in the cache; total: data to transfer (the disk
- * less its holes); rate: bytes landing per second since the last look.
+ * less its holes; 0 while a stream's length is unknown); rate: bytes
+ * landing per second since the last look.
  */
 #include "common/util.h"
 #include "fs/export-private.h"
@@ -75,10 +76,14 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 	double rate, percent;
 	CfsCache *cache = NULL;
 	ExportState es;
+	bool unknown = false;
+	guint64 stream_size = CFS_SIZE_UNKNOWN;
 
 	g_mutex_lock(&ex->lock);
 	es = ex->state;
 	cache = es == EXPORT_READY ? ex->cache : NULL;
+	unknown = cache && ex->source->size == CFS_SIZE_UNKNOWN;
+	stream_size = ex->stream_size;
 	phase = ex->phase ? g_strdup_printf("%s:%.0f%%", ex->phase,
 					    ex->phase_percent) :
 			    g_strdup("-");
@@ -88,6 +93,14 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 
 	if (cache) {
 		cfs_cache_stats(cache, &st);
+		/* A stream of unknown length: no total until it ended. */
+		st.total = unknown ? (stream_size == CFS_SIZE_UNKNOWN ? 0 :
+				      stream_size) : st.total;
+		st.present = unknown ? MIN(st.present, st.total ? st.total :
+					   (guint64)__atomic_load_n(
+						   &ex->fetched,
+						   __ATOMIC_RELAXED)) :
+				       st.present;
 	} else {
 		st.total = progress_total(ex->disk->map, ex->engine->chunk_size);
 		st.present = MIN(ex->cached, st.total);
@@ -96,6 +109,8 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 		state = "failed";
 	else if (es == EXPORT_PREPARING)
 		state = "preparing";
+	else if (unknown && stream_size == CFS_SIZE_UNKNOWN)
+		state = "transferring";
 	else if (st.present == st.total && (st.total || cache))
 		state = "complete";	/* an all-hole disk once opened */
 	else if (cache && st.inflight > 0)
@@ -103,8 +118,9 @@ void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
 	else
 		state = "idle";
 	percent = st.total ? 100.0 * (double)st.present / (double)st.total :
-			     (cache ? 100.0 : 0.0);
-	if (g_str_equal(state, "transferring") && rate > 0)
+			     (cache && !unknown ? 100.0 : 0.0);
+	if (g_str_equal(state, "transferring") && rate > 0 &&
+	    st.total > st.present)
 		eta = g_strdup_printf("%.0fs", (double)(st.total - st.present) /
 					       rate);
 	else

@@ -83,6 +83,7 @@ static void node_free(CfsNode *n)
 	g_free(n->path);
 	g_free(n->error);
 	g_free(n->text);
+	g_clear_pointer(&n->extra, cfs_extra_unref);
 	if (n->children)
 		g_ptr_array_unref(n->children);
 	g_free(n);
@@ -148,6 +149,8 @@ static void file_new(CfsFs *fs, CfsNode *dir, CfsExport *ex,
 	file = node_new(fs, dir, name, NODE_DISK);
 	file->ex = ex;
 	file->format = format;
+	if (format)
+		cfs_export_add_view(ex, format);
 	progress = node_new(fs, dir, pname, NODE_PROGRESS);
 	progress->target = file;
 }
@@ -162,7 +165,8 @@ static void export_ready(CfsExport *ex, gpointer data)
 	for (guint i = 0; i < fs->nodes->len; i++) {
 		CfsNode *n = fs->nodes->pdata[i];
 
-		if (n->kind == NODE_DISK && n->ex == ex)
+		if ((n->kind == NODE_DISK && n->ex == ex) ||
+		    (n->kind == NODE_EXTRA && cfs_extra_uses(n->extra, ex)))
 			g_array_append_val(inos, n->ino);
 	}
 	g_rw_lock_reader_unlock(&fs->lock);
@@ -173,7 +177,8 @@ static void export_ready(CfsExport *ex, gpointer data)
 
 /* The files of a new disk: the main one (its bytes, or the view the
  * provider presents them as), then the views formats= asks for. Views
- * are only made of raw disks. */
+ * are made of raw disks, and of the disk inside a container (VHD, VHDX,
+ * VMDK bytes) through its reader. */
 static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
 {
 	CfsDisk *disk = cfs_export_disk(ex);
@@ -181,11 +186,12 @@ static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
 
 	file_new(fs, dir, ex, disk->present ? cfs_format_find(disk->present) :
 					      NULL);
-	for (guint f = 0; raw && f < fs->views->len; f++) {
+	for (guint f = 0; cfs_export_viewable(ex) && f < fs->views->len; f++) {
 		const CfsFormat *fmt = fs->views->pdata[f];
 
-		/* "raw" is the disk's own bytes, not a view. */
-		file_new(fs, dir, ex, g_str_equal(fmt->name, "raw") ? NULL : fmt);
+		/* "raw" of a raw disk is its own bytes, not a view. */
+		file_new(fs, dir, ex, raw && g_str_equal(fmt->name, "raw") ?
+				      NULL : fmt);
 	}
 	cfs_export_set_ready_hook(ex, export_ready, fs);
 }
@@ -205,11 +211,49 @@ static CfsExport *disk_existing(CfsNode *dir, const CfsDisk *disk)
 	return NULL;
 }
 
+/* The files made of metadata and disks: new content replaces the old
+ * (readers hold a reference), files the VM no longer has leave. Tree
+ * lock held. */
+static void vm_extra_files(CfsFs *fs, CfsNode *dir, CfsVm *vm,
+			   GPtrArray *exports)
+{
+	gint64 mtime = vm->mtime ? vm->mtime : g_get_real_time() / G_USEC_PER_SEC;
+
+	for (guint i = dir->children->len; i-- > 0;) {
+		CfsNode *c = dir->children->pdata[i];
+		bool keep = false;
+
+		for (guint f = 0; c->kind == NODE_EXTRA && f < vm->files->len;
+		     f++)
+			keep = keep || g_str_equal(c->name, ((CfsVmFile *)
+					vm->files->pdata[f])->name);
+		if (c->kind == NODE_EXTRA && !keep)
+			child_unlink(dir, c);
+	}
+	while (vm->files->len) {
+		CfsVmFile *file = g_ptr_array_steal_index(vm->files, 0);
+		g_autofree char *name = cfs_name_sanitize(file->name);
+		CfsNode *n = child_find(dir, name);
+
+		if (n && n->kind != NODE_EXTRA) {
+			g_warning("%s: a file named %s is there already",
+				  dir->path, name);
+			g_ptr_array_add(vm->files, file);	/* freed there */
+			break;
+		}
+		if (!n)
+			n = node_new(fs, dir, name, NODE_EXTRA);
+		g_clear_pointer(&n->extra, cfs_extra_unref);
+		n->extra = cfs_extra_new(file, exports, mtime);
+	}
+}
+
 static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 		     GHashTable *seen)
 {
 	CfsNode *dir = vm_dir(fs, slot->dir, vm->path);
 	CfsNode *info = child_find(dir, "info.json");
+	g_autoptr(GPtrArray) exports = g_ptr_array_new();
 
 	g_hash_table_add(seen, dir);
 	for (CfsNode *up = dir->parent; up && up != slot->dir; up = up->parent)
@@ -238,17 +282,20 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 	while (vm->disks->len) {
 		CfsDisk *disk = g_ptr_array_steal_index(vm->disks, 0);
 		g_autofree char *label = NULL;
-		CfsExport *ex;
+		CfsExport *ex = disk_existing(dir, disk);
 
-		if (disk_existing(dir, disk)) {
+		g_ptr_array_add(exports, ex);
+		if (ex) {
 			cfs_disk_free(disk);
 			continue;
 		}
 		label = g_strdup_printf("%s/%s", dir->path, disk->name);
 		ex = cfs_export_new(&fs->engine, slot->prov, disk, label);
+		exports->pdata[exports->len - 1] = ex;
 		g_ptr_array_add(fs->exports, ex);
 		disk_files(fs, dir, ex);
 	}
+	vm_extra_files(fs, dir, vm, exports);
 }
 
 /* Unlink VM folders the inventory no longer has. Tree lock held. */
@@ -392,6 +439,11 @@ bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size)
 		*size = strlen(node->text);
 		g_rw_lock_reader_unlock(&fs->lock);
 		return true;
+	case NODE_EXTRA: {
+		g_autoptr(CfsExtra) x = cfs_node_extra(fs, node);
+
+		return cfs_extra_size(x, size);
+	}
 	default:
 		return true;
 	}
@@ -411,6 +463,16 @@ static void slot_progress(CfsProviderSlot *slot, GString *out)
 				       slot->dir->path);
 	else if (slot->error)
 		cfs_progress_failed(out, slot->dir->path, slot->error);
+}
+
+CfsExtra *cfs_node_extra(CfsFs *fs, CfsNode *node)
+{
+	CfsExtra *x;
+
+	g_rw_lock_reader_lock(&fs->lock);
+	x = cfs_extra_ref(node->extra);
+	g_rw_lock_reader_unlock(&fs->lock);
+	return x;
 }
 
 /* Lines for every file below @n. Tree lock held (read). */

@@ -16,12 +16,14 @@
 #pragma once
 
 #include "fs/export.h"
+#include "fs/extra.h"
 
 typedef enum {
 	NODE_DIR,
 	NODE_DISK,
 	NODE_PROGRESS,
 	NODE_INFO,
+	NODE_EXTRA,	/* an OVF, an OVA: made of metadata and disks */
 } CfsNodeKind;
 
 typedef struct CfsProviderSlot CfsProviderSlot;
@@ -42,6 +44,8 @@ struct CfsNode {
 	CfsExport *ex;		/* DISK: its export */
 	const CfsFormat *format; /* DISK: the view's, or NULL: native bytes */
 	CfsNode *target;	/* PROGRESS: the file or folder it describes */
+	CfsExtra *extra;	/* protected by tree lock (EXTRA); readers
+				 * take a reference */
 };
 
 struct CfsProviderSlot {
@@ -97,5 +101,7 @@ void cfs_tree_refresh(CfsFs *fs, CfsNode *node);
 /* The size of a file node; false if not known yet (a disk whose export
  * has not said). */
 bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size);
+/* A reference to what an EXTRA node holds now. Any thread. */
+CfsExtra *cfs_node_extra(CfsFs *fs, CfsNode *node);
 /* The text of a .progress or info.json node, freshly made. */
 char *cfs_node_text(CfsFs *fs, CfsNode *node, gsize *len);

@@ -32,6 +32,9 @@
 #include "providers/owner.h"
 
 #define CFS_SIZE_UNKNOWN G_MAXUINT64
+/* The largest disk cloudfs takes (64 TiB): what a source says beyond is
+ * an error, never an allocation. */
+#define CFS_DISK_SIZE_MAX (64ULL << 40)
 
 typedef struct CfsProvider CfsProvider;
 typedef struct CfsSource CfsSource;

@@ -4,6 +4,7 @@ tree and info.json, ebs-direct copies checked with qemu-img, lazy sparse
 reads counted in GetSnapshotBlock calls, exports to S3, SigV4 in moto's
 strict mode, injected faults, and the credential chain."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -385,23 +386,35 @@ def test_missing_credentials_do_not_fail_the_mount(emu, mount, monkeypatch,
 
 # --- leftovers ---------------------------------------------------------------------
 
-def test_snapshot_left_by_a_crash_is_deleted(emu, mount, monkeypatch):
+def test_snapshot_left_by_a_crash_is_deleted(emu, mount, monkeypatch,
+                                             tmp_path):
     """A daemon killed while an export is open leaves its tagged snapshot;
-    the next mount finds it at its first listing and deletes it. A
-    snapshot of another machine's cloudfs is left alone."""
+    the next mount on the same cache folder deletes it at mount. Snapshots
+    of another machine's cloudfs, of another cache folder on this machine,
+    and of a cloudfs still running are left alone."""
     aws_env(monkeypatch)
-    emu.boto(
-        "v = ec2.describe_volumes()['Volumes'][0]['VolumeId']\n"
-        "ec2.create_snapshot(VolumeId=v, TagSpecifications=[{"
-        "'ResourceType': 'snapshot', 'Tags': ["
-        "{'Key': 'cloudfs:temporary', 'Value': 'true'},"
-        "{'Key': 'cloudfs:host', 'Value': 'another-machine'},"
-        "{'Key': 'cloudfs:pid', 'Value': '1'}]}])\n")
+    cache = tmp_path / "shared-cache"
+    me = open("/etc/machine-id").read().strip()[:16]
+    cache_hash = hashlib.sha256(str(cache).encode()).hexdigest()[:8]
+    other_hash = hashlib.sha256(b"/elsewhere").hexdigest()[:8]
+    start = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
+    owners = [
+        "0123456789abcdef-%s-1-1" % cache_hash,          # another machine
+        "%s-%s-1-1" % (me, other_hash),                    # another cache
+        "%s-%s-%d-%s" % (me, cache_hash, os.getpid(), start),  # alive
+    ]
+    for owner in owners:
+        emu.boto(
+            "v = ec2.describe_volumes()['Volumes'][0]['VolumeId']\n"
+            "ec2.create_snapshot(VolumeId=v, TagSpecifications=[{"
+            "'ResourceType': 'snapshot', 'Tags': ["
+            "{'Key': 'cloudfs:temporary', 'Value': 'true'},"
+            "{'Key': 'cloudfs:owner', 'Value': '%s'}]}])\n" % owner)
     foreign = set(emu.cloudfs_snapshots())
-    assert len(foreign) == 1
+    assert len(foreign) == len(owners)
     emu.reset_stats()
 
-    m = mount(config_text=aws_config(emu), name="crashed")
+    m = mount(config_text=aws_config(emu), name="crashed", cache_dir=cache)
     web = vm_dir(m, emu, "web01")
     assert len(read_range(web / "disk.vmdk", 0, 4096)) == 4096
     assert emu.calls("CreateSnapshot") == 1
@@ -412,9 +425,10 @@ def test_snapshot_left_by_a_crash_is_deleted(emu, mount, monkeypatch):
     left = set(emu.cloudfs_snapshots()) - foreign
     assert len(left) == 1, "the killed daemon's snapshot should be there"
 
-    again = mount(config_text=aws_config(emu), name="again")
+    again = mount(config_text=aws_config(emu), name="again", cache_dir=cache)
     assert os.listdir(again.path / "aws")
-    assert set(emu.cloudfs_snapshots()) == foreign
+    wait_until(lambda: set(emu.cloudfs_snapshots()) == foreign, 30,
+               what="the leftover snapshot to be deleted")
     assert "left behind by an earlier cloudfs" in again.log_text()
     assert emu.calls("DeleteSnapshot") == 1
 
