@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, read_range, run_tool, wait_until
+from conftest import MiB, data_extents, read_range, run_tool, wait_until
 from hyperv_fixtures import hyperv, hyperv_session  # noqa: F401,F811
 
 WEB_DISK = "C:\\VMs\\web01\\web01.vhdx"
@@ -223,19 +223,35 @@ def test_copy_from_export_mount(hv, mount, tmp_path):
     assert left_on_host(hv) == (1, [])
 
 
-@pytest.mark.xfail(reason="views of container disks: engine (formats= "
-                   "views are only made of raw disks)", strict=False)
 def test_raw_view_of_vhdx(hv, mount, tmp_path):
+    big = "C:\\VMs\\big01\\big01.vhdx"
+    size = 48 * MiB
+    raws = dict(RAWS)
+    raws[big] = sparse_raw(size, [(0, 64 * 1024), (40 * MiB, 4096)], 4)
+    inv = json.loads(json.dumps(INVENTORY))
+    inv["vms"].append({"Name": "big01", "State": "Running", "HardDrives": [
+        {"ControllerType": "SCSI", "Path": big}]})
+    hv.seed(inv, raws)
     m = mount(config_text=hv_config(hv, tmp_path),
               options={"formats": "raw"})
-    raw = m.path / "hyperv" / "web01" / "disk.raw"
-    assert raw.exists()
-    dst = tmp_path / "web01.raw"
+    raw = m.path / "hyperv" / "big01" / "disk.raw"
+    dst = tmp_path / "big01.raw"
     run_tool(["cp", "--sparse=always", str(raw), str(dst)])
     seed = tmp_path / "seed.raw"
-    seed.write_bytes(RAWS[WEB_DISK])
+    seed.write_bytes(raws[big])
     r = qemu_img("compare", "-f", "raw", "-F", "raw", seed, dst)
     assert r.returncode == 0, r.stdout + r.stderr
+    # the VHDX's unallocated blocks are holes (they are not in the file,
+    # so nothing can read them); the view read only part of the file
+    fd = os.open(raw, os.O_RDONLY)
+    try:
+        extents = data_extents(fd, size)
+    finally:
+        os.close(fd)
+    assert extents[0][0] == 0
+    assert sum(e - s for s, e in extents) < size // 2, extents
+    [line] = m.progress("hyperv/big01/disk.vhdx.progress")
+    assert int(line["bytes"]) < int(line["total"]), line
 
 
 # --- faults -----------------------------------------------------------------
@@ -306,7 +322,9 @@ def test_sweep_removes_stale_leftovers_only(hv, mount, tmp_path):
     assert code == 0, err
     for name in (foreign + "-web01-disk", "other-folder"):
         os.makedirs(os.path.join(hv.export_dir, name))
-    m0.kill()   # a crash: its export folder and checkpoint stay
+    # a crash between two calls (a shell it had open would stay open)
+    wait_until(lambda: hv.state()["live_shells"] == 0, 30, what="idle")
+    m0.kill()   # its export folder and checkpoint stay
     # a dead FUSE mount does not look like a mount point any more
     subprocess.run(["fusermount3", "-u", "-z", str(m0.path)],
                    capture_output=True)
@@ -319,4 +337,7 @@ def test_sweep_removes_stale_leftovers_only(hv, mount, tmp_path):
     names = [s["Name"] for s in json.loads(hv.winrm(
         "Get-VMSnapshot -VMName * | Select-Object Name | ConvertTo-Json")[0])]
     assert sorted(names) == sorted(["nightly", foreign, "keep-me"])
+    wait_until(lambda: (m1.path / "hyperv" / "web01").exists(), 30,
+               what="the listing")
+    wait_until(lambda: hv.state()["live_shells"] == 0, 30, what="idle")
     m1.unmount()
