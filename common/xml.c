@@ -69,6 +69,15 @@ xmlNode *cfs_xml_path(const xmlNode *node, const char *ns, const char *path)
 	return (xmlNode *)n;
 }
 
+char *cfs_xml_attr(const xmlNode *node, const char *name)
+{
+	xmlChar *v = node ? xmlGetNoNsProp(node, (const xmlChar *)name) : NULL;
+	char *out = v ? g_strdup((const char *)v) : NULL;
+
+	xmlFree(v);
+	return out;
+}
+
 char *cfs_xml_text(const xmlNode *node)
 {
 	xmlChar *c;

@@ -47,5 +47,8 @@ char *cfs_xml_path_text(const xmlNode *node, const char *ns, const char *path);
  */
 char *cfs_xml_xsi_type(const xmlNode *node, char **ns_uri);
 
+/* The attribute @name of @node (no namespace), or NULL. Transfer full. */
+char *cfs_xml_attr(const xmlNode *node, const char *name);
+
 /* Append @text to @out with &, <, >, " and ' escaped. */
 void cfs_xml_escape(GString *out, const char *text);
