@@ -52,7 +52,7 @@ static CfsProvider *aws_create(GKeyFile *conf, const char *section,
 static bool aws_list(CfsProvider *base, GPtrArray *vms, GError **error)
 {
 	AwsProvider *prov = (AwsProvider *)base;
-	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, error);
+	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, NULL, error);
 	g_autoptr(GString) failed = g_string_new(NULL);
 	g_autoptr(GError) first = NULL;
 	guint ok = 0;
@@ -107,7 +107,7 @@ static void aws_cleanup(CfsProvider *base, bool at_unmount)
 {
 	AwsProvider *prov = (AwsProvider *)base;
 	g_autoptr(GError) error = NULL;
-	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, &error);
+	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, NULL, &error);
 
 	if (!creds) {
 		g_debug("aws: no cleanup without credentials: %s",

@@ -232,11 +232,14 @@ def test_throttling_with_400(emu, mount, monkeypatch, tmp_path):
 
 # --- export mode ---------------------------------------------------------------
 
-def test_export_mode(emu, mount, monkeypatch, tmp_path):
+@pytest.mark.parametrize("method", ["image", "instance"])
+def test_export_mode(method, emu, mount, monkeypatch, tmp_path):
     aws_env(monkeypatch)
     m = mount(config_text=aws_config(emu, mode="export", s3_bucket="exports",
                                      s3_prefix="cloudfs/",
-                                     keep_exports="true"))
+                                     keep_exports="true",
+                                     export_method=None if method == "image"
+                                     else method))
     web = vm_dir(m, emu, "web01")
     assert sorted(p for p in os.listdir(web) if not p.endswith("progress")) \
         == ["disk.vmdk", "info.json"]
@@ -262,16 +265,37 @@ def test_export_mode(emu, mount, monkeypatch, tmp_path):
     # Before the provider's first report the phase is "-".
     busy = [p for s, p in phases
             if s in ("preparing", "transferring") and p != "-"]
-    assert busy and busy[0].startswith("export:"), phases
     calls = emu.calls()
-    assert calls.get("CreateInstanceExportTask") == 1, calls
-    assert calls.get("DescribeExportTasks", 0) >= 1, calls
     assert calls.get("CreateSnapshot", 0) == 0, calls
-
-    task = emu.boto("print(json.dumps(ec2.describe_export_tasks()"
-                    "['ExportTasks'][-1]['ExportToS3Task']))")
-    assert task["S3Bucket"] == "exports"
-    want = emu.s3_get("exports", task["S3Key"], tmp_path / "s3.vmdk")
+    if method == "instance":
+        assert busy and busy[0].startswith("export:"), phases
+        assert calls.get("CreateInstanceExportTask") == 1, calls
+        assert calls.get("DescribeExportTasks", 0) >= 1, calls
+        task = emu.boto("print(json.dumps(ec2.describe_export_tasks()"
+                        "['ExportTasks'][-1]['ExportToS3Task']))")
+        assert task["S3Bucket"] == "exports"
+        key = task["S3Key"]
+    else:
+        # A temporary image, exported, then deregistered with its
+        # snapshot: nothing of it is left.
+        assert busy and busy[0].startswith("image:"), phases
+        assert any(p.startswith("export:") for p in busy), phases
+        assert calls.get("CreateImage") == 1, calls
+        assert calls.get("ExportImage") == 1, calls
+        assert calls.get("DescribeExportImageTasks", 0) >= 1, calls
+        assert calls.get("DeregisterImage") == 1, calls
+        assert calls.get("DeleteSnapshot") == 1, calls
+        assert calls.get("CreateInstanceExportTask", 0) == 0, calls
+        left = emu.boto(
+            "r = ec2.describe_images(Owners=['self'], Filters=[{'Name': "
+            "'tag:cloudfs:temporary', 'Values': ['true']}])\n"
+            "print(json.dumps([i['ImageId'] for i in r['Images']]))")
+        assert left == [] and emu.cloudfs_snapshots() == []
+        task = emu.boto("print(json.dumps(ec2.describe_export_image_tasks()"
+                        "['ExportImageTasks'][-1]))")
+        assert task["S3ExportLocation"]["S3Bucket"] == "exports"
+        key = "cloudfs/%s.vmdk" % task["ExportImageTaskId"]
+    want = emu.s3_get("exports", key, tmp_path / "s3.vmdk")
     assert got == want, "the VMDK from S3 differs from what EC2 exported"
     path = tmp_path / "export.vmdk"
     path.write_bytes(got)
