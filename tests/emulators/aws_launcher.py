@@ -75,7 +75,8 @@ What it adds to moto
           set) answers "status" (429, 503 or 500; default code per status:
           ThrottlingException, ServiceUnavailable / SlowDown /
           RequestLimitExceeded, InternalError), at most "limit" times; or,
-          with "stall": S, waits S seconds and then answers normally. EBS
+          with "stall": S, answers normally after S seconds (the request
+          is checked when it arrives). EBS
           gets JSON with x-amzn-ErrorType, EC2 a Query XML error, S3 an XML
           error.
       GET  /_launcher/state        the seed state
@@ -826,8 +827,12 @@ class Middleware:
             return [out]
         f = fault_for(action)
         if f and f.get("stall"):
+            # A slow answer, not a slow arrival: what the request carries
+            # (signature, block token) is checked when it comes in.
+            out = self.app(environ, start_response)
             time.sleep(float(f["stall"]))
-        elif f:
+            return out
+        if f:
             status, headers, out = fault_response(service, action, f)
             headers.append(("Content-Length", str(len(out))))
             start_response(f"{status} Injected", headers)
