@@ -278,7 +278,9 @@ def test_export_mode(method, emu, mount, monkeypatch, tmp_path):
     else:
         # A temporary image, exported, then deregistered with its
         # snapshot: nothing of it is left.
-        assert busy and busy[0].startswith("image:"), phases
+        # moto's images are available at once: phase=image may be too
+        # short to be seen.
+        assert busy and busy[0].split(":")[0] in ("image", "export"), phases
         assert any(p.startswith("export:") for p in busy), phases
         assert calls.get("CreateImage") == 1, calls
         assert calls.get("ExportImage") == 1, calls
