@@ -1,41 +1,38 @@
 // SPDX-License-Identifier: MIT
 /*
- * AWS configuration and credentials the way the AWS CLI and SDKs find
- * them, signing, and AWS error bodies made readable.
+ * AWS configuration the way the AWS CLI and SDKs find it: the [aws]
+ * section, the AWS_* environment and the ~/.aws files (the credential
+ * chain itself is in chain.c).
  *
- * Credentials, first match wins:
- *   1. [aws] profile = NAME in the cloudfs config: that profile only (like
- *      `aws --profile NAME`; the AWS_ACCESS_KEY_ID variables are ignored);
- *   2. AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN);
- *   3. the profile AWS_PROFILE (or AWS_DEFAULT_PROFILE, or "default") in
- *      the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else
- *      ~/.aws/credentials: [NAME]), then in the config file
- *      (AWS_CONFIG_FILE, else ~/.aws/config: [profile NAME], [default]).
- * Profiles that assume a role, run a credential_process or use SSO are
- * not followed: the error says so. Instance metadata is not used.
- *
+ * Profile: [aws] profile, AWS_PROFILE, AWS_DEFAULT_PROFILE, "default".
  * Region: [aws] region, AWS_REGION, AWS_DEFAULT_REGION, the profile's
  * region in the config file, us-east-1. [aws] regions = a;b lists several
  * (default: the one region).
- * Endpoints, per service (ec2, ebs, s3): [aws] endpoint_url_<svc>,
- * [aws] endpoint_url, AWS_ENDPOINT_URL_<SVC>, AWS_ENDPOINT_URL, the
- * profile's endpoint_url, then https://<svc>.<region>.amazonaws.com. S3 is
- * always addressed path-style (/bucket/key).
- *
- * Signing and running requests are in call.c.
+ * Endpoints, per service (ec2, ebs, s3, sts, sso): [aws]
+ * endpoint_url_<svc>, [aws] endpoint_url, AWS_ENDPOINT_URL_<SVC>,
+ * AWS_ENDPOINT_URL, the profile's endpoint_url, then
+ * https://<svc>.<region>.amazonaws.com (the SSO portal:
+ * https://portal.sso.<region>.amazonaws.com). S3 is always addressed
+ * path-style (/bucket/key).
  */
 #include <string.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/secret.h"
 #include "common/util.h"
 #include "providers/aws/aws-private.h"
 
-#define AWS_CREDS_TTL_S 60
-
 static const char *const service_names[AWS_N_SERVICES] = {
 	[AWS_EC2] = "ec2", [AWS_EBS] = "ebs", [AWS_S3] = "s3",
+	[AWS_STS] = "sts", [AWS_SSO] = "sso",
+};
+
+/* The first label of each service's default host name. */
+static const char *const service_hosts[AWS_N_SERVICES] = {
+	[AWS_EC2] = "ec2", [AWS_EBS] = "ebs", [AWS_S3] = "s3",
+	[AWS_STS] = "sts", [AWS_SSO] = "portal.sso",
 };
 
 /* --- INI files --- */
@@ -48,7 +45,7 @@ static const char *const service_names[AWS_N_SERVICES] = {
  * lines are dropped, keys and values trimmed, anything else that is not a
  * "key = value" or "[section]" line ignored.
  */
-static GKeyFile *aws_ini_load(const char *path, GError **error)
+GKeyFile *aws_ini_load(const char *path, GError **error)
 {
 	g_autofree char *text = NULL;
 	g_autoptr(GString) clean = g_string_new(NULL);
@@ -60,7 +57,7 @@ static GKeyFile *aws_ini_load(const char *path, GError **error)
 		return NULL;
 	lines = g_strsplit(text, "\n", -1);
 	if (text)
-		memset(text, 0, strlen(text));
+		cfs_secret_wipe(text, strlen(text));
 	for (char **l = lines; *l; l++) {
 		char *line = *l, *eq;
 
@@ -103,25 +100,25 @@ static GKeyFile *aws_ini_load(const char *path, GError **error)
 				       g_strstrip(eq + 1));
 	}
 	for (char **l = lines; *l; l++)
-		memset(*l, 0, strlen(*l));
+		cfs_secret_wipe(*l, strlen(*l));
 	if (!g_key_file_load_from_data(kf, clean->str, clean->len,
 				       G_KEY_FILE_NONE, error)) {
 		g_prefix_error(error, "%s: ", path);
-		memset(clean->str, 0, clean->len);
+		cfs_secret_wipe(clean->str, clean->len);
 		return NULL;
 	}
-	memset(clean->str, 0, clean->len);
+	cfs_secret_wipe(clean->str, clean->len);
 	return g_steal_pointer(&kf);
 }
 
-static char *aws_env(const char *name)
+char *aws_env(const char *name)
 {
 	const char *v = g_getenv(name);
 
 	return v && *v ? g_strdup(v) : NULL;
 }
 
-static char *aws_credentials_path(void)
+char *aws_credentials_path(void)
 {
 	char *p = aws_env("AWS_SHARED_CREDENTIALS_FILE");
 
@@ -129,7 +126,7 @@ static char *aws_credentials_path(void)
 					"credentials", NULL);
 }
 
-static char *aws_config_path(void)
+char *aws_config_path(void)
 {
 	char *p = aws_env("AWS_CONFIG_FILE");
 
@@ -138,7 +135,7 @@ static char *aws_config_path(void)
 }
 
 /* The config file's section for @profile, or NULL. Transfer full. */
-static char *aws_config_group(GKeyFile *kf, const char *profile)
+char *aws_config_group(GKeyFile *kf, const char *profile)
 {
 	g_autofree char *named = g_strdup_printf("profile %s", profile);
 
@@ -236,6 +233,7 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 	g_autofree char *env_url = aws_env("AWS_ENDPOINT_URL");
 	g_autofree char *profile_url = NULL;
 	g_autofree char *poll = conf_string(conf, section, "poll_interval");
+	g_autofree char *method = conf_string(conf, section, "export_method");
 
 	prov->profile = conf_string(conf, section, "profile");
 	prov->profile_explicit = prov->profile != NULL;
@@ -319,6 +317,15 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 			    prov->export_format);
 		return false;
 	}
+	if (!method || g_str_equal(method, "image")) {
+		prov->export_method = AWS_EXPORT_IMAGE;
+	} else if (g_str_equal(method, "instance")) {
+		prov->export_method = AWS_EXPORT_INSTANCE;
+	} else {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] export_method: "
+			    "'%s' is not image or instance", section, method);
+		return false;
+	}
 	if (prov->mode == AWS_MODE_EXPORT && !prov->s3_bucket) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s] mode = export "
 			    "needs s3_bucket (the bucket EC2 exports to)",
@@ -355,167 +362,5 @@ char *aws_endpoint(AwsProvider *prov, AwsService svc, const char *region)
 	if (prov->endpoint[svc])
 		return g_strdup(prov->endpoint[svc]);
 	return g_strdup_printf("https://%s.%s.amazonaws.com",
-			       service_names[svc], region);
-}
-
-/* --- credentials --- */
-
-static void wipe_free(char *s)
-{
-	if (s)
-		memset(s, 0, strlen(s));
-	g_free(s);
-}
-
-typedef char AwsSecret;
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(AwsSecret, wipe_free)
-
-/* Keys from one section of @kf; NULL without keys (no error), NULL with
- * @error for a profile cloudfs cannot follow. */
-static CfsAwsCreds *creds_from_group(GKeyFile *kf, const char *group,
-				     const char *file, const char *profile,
-				     GError **error)
-{
-	g_autoptr(AwsSecret) id = g_key_file_get_value(kf, group,
-						       "aws_access_key_id",
-						       NULL);
-	g_autoptr(AwsSecret) secret = g_key_file_get_value(
-		kf, group, "aws_secret_access_key", NULL);
-	g_autoptr(AwsSecret) token = g_key_file_get_value(
-		kf, group, "aws_session_token", NULL);
-	static const char *const unsupported[] = {
-		"role_arn", "credential_process", "sso_session",
-		"sso_start_url", "web_identity_token_file", NULL,
-	};
-
-	if (!token)
-		token = g_key_file_get_value(kf, group, "aws_security_token",
-					     NULL);
-	if (id && *id && secret && *secret)
-		return cfs_aws_creds_new(id, secret, token, error);
-	for (const char *const *u = unsupported; *u; u++) {
-		if (g_key_file_has_key(kf, group, *u, NULL)) {
-			g_set_error(error, CFS_ERROR, ENOTSUP,
-				    "profile '%s' in %s uses %s, which cloudfs "
-				    "does not follow: give it keys, or set "
-				    "AWS_ACCESS_KEY_ID and "
-				    "AWS_SECRET_ACCESS_KEY", profile, file,
-				    *u);
-			return NULL;
-		}
-	}
-	if ((id && *id) || (secret && *secret)) {
-		g_set_error(error, CFS_ERROR, EINVAL,
-			    "profile '%s' in %s has %s but not %s", profile,
-			    file, id && *id ? "aws_access_key_id" :
-			    "aws_secret_access_key",
-			    id && *id ? "aws_secret_access_key" :
-			    "aws_access_key_id");
-		return NULL;
-	}
-	return NULL;
-}
-
-static CfsAwsCreds *creds_from_files(const char *profile, char **source,
-				     GError **error)
-{
-	g_autofree char *cpath = aws_credentials_path();
-	g_autofree char *fpath = aws_config_path();
-	bool seen = false;
-
-	if (g_file_test(cpath, G_FILE_TEST_EXISTS)) {
-		g_autoptr(GKeyFile) kf = aws_ini_load(cpath, error);
-		CfsAwsCreds *c;
-
-		if (!kf)
-			return NULL;
-		if (g_key_file_has_group(kf, profile)) {
-			seen = true;
-			c = creds_from_group(kf, profile, cpath, profile,
-					     error);
-			if (c || (error && *error)) {
-				*source = g_strdup_printf("profile %s in %s",
-							  profile, cpath);
-				return c;
-			}
-		}
-	}
-	if (g_file_test(fpath, G_FILE_TEST_EXISTS)) {
-		g_autoptr(GKeyFile) kf = aws_ini_load(fpath, error);
-		g_autofree char *group = NULL;
-		CfsAwsCreds *c;
-
-		if (!kf)
-			return NULL;
-		group = aws_config_group(kf, profile);
-		if (group) {
-			seen = true;
-			c = creds_from_group(kf, group, fpath, profile, error);
-			if (c || (error && *error)) {
-				*source = g_strdup_printf("profile %s in %s",
-							  profile, fpath);
-				return c;
-			}
-		}
-	}
-	g_set_error(error, CFS_ERROR, EACCES,
-		    seen ? "no AWS credentials: profile '%s' has no "
-			   "aws_access_key_id/aws_secret_access_key (looked "
-			   "in %s and %s)" :
-			   "no AWS credentials: no AWS_ACCESS_KEY_ID and "
-			   "AWS_SECRET_ACCESS_KEY, and no profile '%s' in %s "
-			   "or %s",
-		    profile, cpath, fpath);
-	return NULL;
-}
-
-static CfsAwsCreds *creds_resolve(AwsProvider *prov, char **source,
-				  GError **error)
-{
-	if (!prov->profile_explicit) {
-		g_autoptr(AwsSecret) id = aws_env("AWS_ACCESS_KEY_ID");
-		g_autoptr(AwsSecret) secret = aws_env("AWS_SECRET_ACCESS_KEY");
-		g_autoptr(AwsSecret) token = aws_env("AWS_SESSION_TOKEN");
-
-		if (id && secret) {
-			*source = g_strdup("environment");
-			return cfs_aws_creds_new(id, secret, token, error);
-		}
-		if (id || secret) {
-			g_set_error(error, CFS_ERROR, EINVAL,
-				    "%s is set but %s is not",
-				    id ? "AWS_ACCESS_KEY_ID" :
-					 "AWS_SECRET_ACCESS_KEY",
-				    id ? "AWS_SECRET_ACCESS_KEY" :
-					 "AWS_ACCESS_KEY_ID");
-			return NULL;
-		}
-	}
-	return creds_from_files(prov->profile, source, error);
-}
-
-CfsAwsCreds *aws_creds_get(AwsProvider *prov, GError **error)
-{
-	g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&prov->lock);
-	gint64 now = g_get_monotonic_time();
-	g_autofree char *source = NULL;
-	CfsAwsCreds *creds;
-
-	if (prov->creds &&
-	    now - prov->creds_at < AWS_CREDS_TTL_S * G_USEC_PER_SEC)
-		return cfs_aws_creds_ref(prov->creds);
-	creds = creds_resolve(prov, &source, error);
-	if (!creds)
-		return NULL;
-	if (!prov->creds || g_strcmp0(source, prov->creds_source) != 0 ||
-	    g_strcmp0(cfs_aws_creds_access_key_id(creds),
-		      cfs_aws_creds_access_key_id(prov->creds)) != 0)
-		g_message("aws: credentials from %s (key id %s)", source,
-			  cfs_aws_creds_access_key_id(creds));
-	g_clear_pointer(&prov->creds, cfs_aws_creds_unref);
-	prov->creds = cfs_aws_creds_ref(creds);
-	prov->creds_at = now;
-	g_free(prov->creds_source);
-	prov->creds_source = g_steal_pointer(&source);
-	return creds;
+			       service_hosts[svc], region);
 }

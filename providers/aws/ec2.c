@@ -67,8 +67,7 @@ char *aws_xml_text(xmlNode *node, const char *path)
 	return out;
 }
 
-/* The tag @key in a tagSet, or NULL. Transfer full. */
-static char *xml_tag(xmlNode *item, const char *key)
+char *aws_xml_tag(xmlNode *item, const char *key)
 {
 	xmlNode *set = aws_xml_child(item, "tagSet");
 
@@ -209,7 +208,7 @@ static AwsInstance *instance_parse(xmlNode *item)
 	xmlNode *bdm = aws_xml_child(item, "blockDeviceMapping");
 
 	i->id = aws_xml_text(item, "instanceId");
-	i->name = xml_tag(item, "Name");
+	i->name = aws_xml_tag(item, "Name");
 	i->state = aws_xml_text(item, "instanceState/name");
 	i->type = aws_xml_text(item, "instanceType");
 	i->zone = aws_xml_text(item, "placement/availabilityZone");
@@ -472,14 +471,29 @@ bool aws_ec2_list_region(AwsProvider *prov, const char *region,
 
 /* --- temporary snapshots --- */
 
-static void tag_param(GString *s, guint n, const char *key, const char *value)
+static void tag_param(GString *s, const char *prefix, guint n,
+		      const char *key, const char *value)
 {
 	g_autofree char *k = aws_form_escape(key);
 	g_autofree char *v = aws_form_escape(value);
 
-	g_string_append_printf(s, "&TagSpecification.1.Tag.%u.Key=%s"
-			       "&TagSpecification.1.Tag.%u.Value=%s", n, k, n,
-			       v);
+	g_string_append_printf(s, "&%s.Tag.%u.Key=%s&%s.Tag.%u.Value=%s",
+			       prefix, n, k, prefix, n, v);
+}
+
+void aws_tag_params(GString *s, const char *prefix, bool temporary,
+		    const char *volume_id, const char *instance_id)
+{
+	guint n = 1;
+
+	/* Kept resources are not temporary: the sweep leaves them. */
+	tag_param(s, prefix, n++, AWS_TAG_TEMPORARY,
+		  temporary ? "true" : "false");
+	if (volume_id)
+		tag_param(s, prefix, n++, AWS_TAG_VOLUME, volume_id);
+	tag_param(s, prefix, n++, AWS_TAG_INSTANCE, instance_id);
+	tag_param(s, prefix, n++, AWS_TAG_OWNER, cfs_owner_tag());
+	tag_param(s, prefix, n, "Name", "cloudfs temporary");
 }
 
 char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
@@ -497,13 +511,8 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 	g_string_append_printf(params, "VolumeId=%s&Description=%s"
 			       "&TagSpecification.1.ResourceType=snapshot",
 			       vol, desc_e);
-	/* Kept snapshots are not temporary: the sweep leaves them. */
-	tag_param(params, 1, AWS_TAG_TEMPORARY,
-		  prov->keep_snapshots ? "false" : "true");
-	tag_param(params, 2, AWS_TAG_VOLUME, d->volume_id);
-	tag_param(params, 3, AWS_TAG_INSTANCE, d->instance_id);
-	tag_param(params, 4, AWS_TAG_OWNER, cfs_owner_tag());
-	tag_param(params, 5, "Name", "cloudfs temporary");
+	aws_tag_params(params, "TagSpecification.1", !prov->keep_snapshots,
+		       d->volume_id, d->instance_id);
 	doc = aws_ec2_call(prov, d->region, "CreateSnapshot", params->str,
 			   error);
 	if (!doc)
@@ -610,7 +619,12 @@ void aws_snapshot_delete(AwsProvider *prov, const char *region,
 void aws_ec2_sweep(AwsProvider *prov, const char *region, bool self)
 {
 	g_autoptr(GError) error = NULL;
-	g_autoptr(xmlDoc) doc = aws_ec2_call(
+	g_autoptr(xmlDoc) doc = NULL;
+
+	/* Images first: their snapshots cannot go while they are
+	 * registered. */
+	aws_image_sweep(prov, region, self);
+	doc = aws_ec2_call(
 		prov, region, "DescribeSnapshots",
 		"Owner.1=self&Filter.1.Name=tag%3A" "cloudfs%3Atemporary"
 		"&Filter.1.Value.1=true", &error);
@@ -624,8 +638,8 @@ void aws_ec2_sweep(AwsProvider *prov, const char *region, bool self)
 				       "snapshotSet/item");
 	     s; s = aws_xml_next(s, "item")) {
 		g_autofree char *id = aws_xml_text(s, "snapshotId");
-		g_autofree char *owner = xml_tag(s, AWS_TAG_OWNER);
-		g_autofree char *tmp = xml_tag(s, AWS_TAG_TEMPORARY);
+		g_autofree char *owner = aws_xml_tag(s, AWS_TAG_OWNER);
+		g_autofree char *tmp = aws_xml_tag(s, AWS_TAG_TEMPORARY);
 
 		if (!id || g_strcmp0(tmp, "true") != 0)
 			continue;
