@@ -156,6 +156,7 @@ typedef struct {
 	char *type;
 	char *zone;
 	char *root_device;
+	gint64 launched;	/* seconds since the epoch, 0: unknown */
 	GArray *mappings;	/* AwsMapping */
 } AwsInstance;
 
@@ -211,6 +212,11 @@ static AwsInstance *instance_parse(xmlNode *item)
 	i->name = aws_xml_tag(item, "Name");
 	i->state = aws_xml_text(item, "instanceState/name");
 	i->type = aws_xml_text(item, "instanceType");
+	{
+		g_autofree char *t = aws_xml_text(item, "launchTime");
+
+		i->launched = cfs_parse_iso8601(t);
+	}
 	i->zone = aws_xml_text(item, "placement/availabilityZone");
 	i->root_device = aws_xml_text(item, "rootDeviceName");
 	i->mappings = g_array_new(FALSE, TRUE, sizeof(AwsMapping));
@@ -365,6 +371,7 @@ static CfsVm *instance_vm(AwsProvider *prov, const char *region,
 	json_object *jv = json_object_new_array();
 	guint n = 0;
 
+	vm->mtime = inst->launched;
 	g_array_sort_with_data(inst->mappings, mapping_cmp, inst->root_device);
 	json_add_str(o, "provider", "aws");
 	json_add_str(o, "instance_id", inst->id);

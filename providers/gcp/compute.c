@@ -298,6 +298,7 @@ static CfsVm *instance_vm(GcpProvider *prov, const char *project,
 	json_object *arr = NULL;
 	guint shown = 0;
 
+	vm->mtime = cfs_parse_iso8601(gcp_json_str(inst, "creationTimestamp"));
 	json_add_str(o, "name", name);
 	json_add_str(o, "id", gcp_json_str(inst, "id"));
 	json_add_str(o, "machine_type",
@@ -356,6 +357,7 @@ static CfsVm *lone_disk_vm(GcpProvider *prov, const char *project,
 	json_object *jdisks = json_object_new_array();
 	json_object *jd = json_object_new_object();
 
+	vm->mtime = cfs_parse_iso8601(gcp_json_str(res, "creationTimestamp"));
 	json_add_str(o, "name", name);
 	json_object_object_add(o, "attached", json_object_new_boolean(false));
 	json_object_object_add(o, "labels", json_copy_member(res, "labels"));

@@ -366,3 +366,15 @@ def test_leftovers_of_a_crash_are_swept(gcp, mount, tmp_path):
     assert "foreign" in gcp.images()
     wait_until(lambda: gcp.objects() == {}, 20, what="the object's sweep")
     assert "left behind by an earlier cloudfs" in again.log_text()
+
+
+def test_files_carry_the_creation_time(gcp, mount):
+    """The instance's creationTimestamp dates its folder and files (the
+    fake creates them a day ago)."""
+    seed_web(gcp)
+    m = mount(config_text=gcp_config(gcp))
+    web = m.path / "gcp" / ZONE / "web01"
+    day_ago = time.time() - 86400
+    for path in (web, web / "info.json", web / "disk.vmdk"):
+        assert abs(path.stat().st_mtime - day_ago) < 120, path
+    assert (m.path / "gcp").stat().st_mtime > day_ago + 3600
