@@ -23,6 +23,7 @@
 #include "common/secret.h"
 #include "common/util.h"
 #include "providers/aws/aws-private.h"
+#include "providers/conf.h"
 
 static const char *const service_names[AWS_N_SERVICES] = {
 	[AWS_EC2] = "ec2", [AWS_EBS] = "ebs", [AWS_S3] = "s3",
@@ -169,48 +170,6 @@ static char *aws_profile_value(const char *profile, const char *key)
 
 /* --- configuration --- */
 
-static char *conf_string(GKeyFile *conf, const char *section,
-			 const char *key)
-{
-	char *v = g_key_file_get_string(conf, section, key, NULL);
-
-	if (v)
-		g_strstrip(v);
-	if (v && !*v)
-		g_clear_pointer(&v, g_free);
-	return v;
-}
-
-static bool conf_bool(GKeyFile *conf, const char *section, const char *key,
-		      bool *out, GError **error)
-{
-	g_autofree char *v = conf_string(conf, section, key);
-
-	*out = false;
-	if (!v)
-		return true;
-	if (!g_ascii_strcasecmp(v, "true") || !g_ascii_strcasecmp(v, "yes") ||
-	    g_str_equal(v, "1")) {
-		*out = true;
-		return true;
-	}
-	if (!g_ascii_strcasecmp(v, "false") || !g_ascii_strcasecmp(v, "no") ||
-	    g_str_equal(v, "0"))
-		return true;
-	g_set_error(error, CFS_ERROR, EINVAL,
-		    "[%s] %s: '%s' is not true or false", section, key, v);
-	return false;
-}
-
-static char *strip_slash(char *url)
-{
-	gsize n = url ? strlen(url) : 0;
-
-	while (n > 0 && url[n - 1] == '/')
-		url[--n] = '\0';
-	return url;
-}
-
 static bool check_url(const char *section, const char *what, const char *url,
 		      GError **error)
 {
@@ -226,16 +185,16 @@ static bool check_url(const char *section, const char *what, const char *url,
 bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 		     GError **error)
 {
-	g_autofree char *mode = conf_string(conf, section, "mode");
-	g_autofree char *regions = conf_string(conf, section, "regions");
-	g_autofree char *common_url = conf_string(conf, section,
+	g_autofree char *mode = cfs_conf_string(conf, section, "mode");
+	g_autofree char *regions = cfs_conf_string(conf, section, "regions");
+	g_autofree char *common_url = cfs_conf_string(conf, section,
 						  "endpoint_url");
 	g_autofree char *env_url = aws_env("AWS_ENDPOINT_URL");
 	g_autofree char *profile_url = NULL;
-	g_autofree char *poll = conf_string(conf, section, "poll_interval");
-	g_autofree char *method = conf_string(conf, section, "export_method");
+	g_autofree char *poll = cfs_conf_string(conf, section, "poll_interval");
+	g_autofree char *method = cfs_conf_string(conf, section, "export_method");
 
-	prov->profile = conf_string(conf, section, "profile");
+	prov->profile = cfs_conf_string(conf, section, "profile");
 	prov->profile_explicit = prov->profile != NULL;
 	if (!prov->profile)
 		prov->profile = aws_env("AWS_PROFILE");
@@ -254,7 +213,7 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 		return false;
 	}
 
-	prov->region = conf_string(conf, section, "region");
+	prov->region = cfs_conf_string(conf, section, "region");
 	if (!prov->region)
 		prov->region = aws_env("AWS_REGION");
 	if (!prov->region)
@@ -287,7 +246,7 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 		g_autofree char *svc = g_ascii_strup(service_names[s], -1);
 		g_autofree char *env = g_strdup_printf("AWS_ENDPOINT_URL_%s",
 						       svc);
-		char *url = conf_string(conf, section, key);
+		char *url = cfs_conf_string(conf, section, key);
 
 		if (!url)
 			url = g_strdup(common_url);
@@ -297,16 +256,16 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 			url = g_strdup(env_url);
 		if (!url)
 			url = g_strdup(profile_url);
-		prov->endpoint[s] = strip_slash(url);
+		prov->endpoint[s] = cfs_url_strip_slash(url);
 		if (!check_url(section, key, url, error))
 			return false;
 	}
 
-	prov->s3_bucket = conf_string(conf, section, "s3_bucket");
-	prov->s3_prefix = conf_string(conf, section, "s3_prefix");
+	prov->s3_bucket = cfs_conf_string(conf, section, "s3_bucket");
+	prov->s3_prefix = cfs_conf_string(conf, section, "s3_prefix");
 	if (!prov->s3_prefix)
 		prov->s3_prefix = g_strdup("");
-	prov->export_format = conf_string(conf, section, "export_format");
+	prov->export_format = cfs_conf_string(conf, section, "export_format");
 	if (!prov->export_format)
 		prov->export_format = g_strdup("vmdk");
 	if (!g_str_equal(prov->export_format, "vmdk") &&
@@ -332,9 +291,9 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 			    section);
 		return false;
 	}
-	if (!conf_bool(conf, section, "keep_snapshots", &prov->keep_snapshots,
+	if (!cfs_conf_bool(conf, section, "keep_snapshots", &prov->keep_snapshots,
 		       error) ||
-	    !conf_bool(conf, section, "keep_exports", &prov->keep_exports,
+	    !cfs_conf_bool(conf, section, "keep_exports", &prov->keep_exports,
 		       error))
 		return false;
 	prov->poll_s = poll ? g_ascii_strtod(poll, NULL) : 1.0;

@@ -13,6 +13,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "providers/conf.h"
 #include "common/secret.h"
 #include "providers/gcp/gcp-private.h"
 
@@ -23,17 +24,6 @@
 #define GCP_METADATA_HOST "metadata.google.internal"
 #define GCP_METADATA_HEADER "Metadata-Flavor: Google"
 #define GCP_PROJECT_MAX 128
-
-static char *conf_string(GKeyFile *conf, const char *section, const char *key)
-{
-	char *v = g_key_file_get_string(conf, section, key, NULL);
-
-	if (v)
-		g_strstrip(v);
-	if (v && !*v)
-		g_clear_pointer(&v, g_free);
-	return v;
-}
 
 static char *env_string(const char *name)
 {
@@ -100,15 +90,6 @@ static bool gcp_key_load(GcpProvider *prov, const char *path,
 	return true;
 }
 
-static char *strip_slash(char *url)
-{
-	gsize n = url ? strlen(url) : 0;
-
-	while (n > 0 && url[n - 1] == '/')
-		url[--n] = '\0';
-	return url;
-}
-
 static bool check_url(const char *section, const char *key,
 		      const char *url, GError **error)
 {
@@ -124,29 +105,10 @@ static bool check_url(const char *section, const char *key,
 static bool conf_url(GKeyFile *conf, const char *section, const char *key,
 		     const char *fallback, char **out, GError **error)
 {
-	char *url = conf_string(conf, section, key);
+	char *url = cfs_conf_string(conf, section, key);
 
-	*out = strip_slash(url ? url : g_strdup(fallback));
+	*out = cfs_url_strip_slash(url ? url : g_strdup(fallback));
 	return check_url(section, key, *out, error);
-}
-
-static bool conf_bool(GKeyFile *conf, const char *section, const char *key,
-		      bool *out, GError **error)
-{
-	g_autofree char *v = conf_string(conf, section, key);
-
-	*out = false;
-	if (!v || !g_ascii_strcasecmp(v, "false") ||
-	    !g_ascii_strcasecmp(v, "no") || g_str_equal(v, "0"))
-		return true;
-	if (!g_ascii_strcasecmp(v, "true") || !g_ascii_strcasecmp(v, "yes") ||
-	    g_str_equal(v, "1")) {
-		*out = true;
-		return true;
-	}
-	g_set_error(error, CFS_ERROR, EINVAL,
-		    "[%s] %s: '%s' is not true or false", section, key, v);
-	return false;
 }
 
 /* "90", "90s", "30m", "4h" in seconds; false if it is none of those. */
@@ -190,7 +152,7 @@ static bool load_formats(GcpProvider *prov, GKeyFile *conf,
 	static const char *const known[] = {
 		"vmdk", "vhdx", "vpc", "qcow2", "raw", NULL,
 	};
-	g_autofree char *text = conf_string(conf, section, "export_formats");
+	g_autofree char *text = cfs_conf_string(conf, section, "export_formats");
 
 	prov->export_formats = split_list(text ? text : "vmdk");
 	if (!prov->export_formats[0]) {
@@ -229,11 +191,11 @@ static bool bucket_ok(const char *b)
 static bool load_export(GcpProvider *prov, GKeyFile *conf,
 			const char *section, GError **error)
 {
-	g_autofree char *timeout = conf_string(conf, section,
+	g_autofree char *timeout = cfs_conf_string(conf, section,
 					       "export_timeout");
-	g_autofree char *poll = conf_string(conf, section, "poll_interval");
+	g_autofree char *poll = cfs_conf_string(conf, section, "poll_interval");
 
-	prov->bucket = conf_string(conf, section, "gcs_bucket");
+	prov->bucket = cfs_conf_string(conf, section, "gcs_bucket");
 	if (!prov->bucket || !bucket_ok(prov->bucket)) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s] gcs_bucket: %s",
 			    section, prov->bucket ? "not a bucket name" :
@@ -254,7 +216,7 @@ static bool load_export(GcpProvider *prov, GKeyFile *conf,
 	prov->poll_s = poll ? g_ascii_strtod(poll, NULL) : 2.0;
 	if (!(prov->poll_s > 0.0) || prov->poll_s > 60.0)
 		prov->poll_s = 2.0;
-	return conf_bool(conf, section, "keep_exports", &prov->keep_exports,
+	return cfs_conf_bool(conf, section, "keep_exports", &prov->keep_exports,
 			 error) &&
 	       load_formats(prov, conf, section, error);
 }
@@ -272,7 +234,7 @@ static bool load_credentials(GcpProvider *prov, GKeyFile *conf,
 {
 	g_autofree char *project_id = NULL, *token_uri = NULL;
 
-	prov->credentials = conf_string(conf, section, "credentials");
+	prov->credentials = cfs_conf_string(conf, section, "credentials");
 	if (!prov->credentials)
 		prov->credentials =
 			env_string("GOOGLE_APPLICATION_CREDENTIALS");
@@ -284,11 +246,11 @@ static bool load_credentials(GcpProvider *prov, GKeyFile *conf,
 		      token_uri ? token_uri : GCP_TOKEN_URL, &prov->token_url,
 		      error))
 		return false;
-	prov->metadata_url = conf_string(conf, section, "metadata_url");
+	prov->metadata_url = cfs_conf_string(conf, section, "metadata_url");
 	if (!prov->metadata_url)
 		prov->metadata_url = metadata_base();
-	strip_slash(prov->metadata_url);
-	prov->project = conf_string(conf, section, "project");
+	cfs_url_strip_slash(prov->metadata_url);
+	prov->project = cfs_conf_string(conf, section, "project");
 	if (!prov->project)
 		prov->project = g_steal_pointer(&project_id);
 	if (!prov->project)
@@ -308,7 +270,7 @@ static bool load_credentials(GcpProvider *prov, GKeyFile *conf,
 bool gcp_config_load(GcpProvider *prov, GKeyFile *conf, const char *section,
 		     GError **error)
 {
-	g_autofree char *zones = conf_string(conf, section, "zones");
+	g_autofree char *zones = cfs_conf_string(conf, section, "zones");
 
 	if (zones)
 		prov->zones = split_list(zones);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "providers/conf.h"
 #include "common/secret.h"
 #include "providers/hyperv/hyperv-private.h"
 
@@ -134,50 +135,19 @@ static void hv_free(CfsProvider *base)
 	g_free(prov);
 }
 
-static char *conf_str(GKeyFile *conf, const char *section, const char *key)
-{
-	char *v = g_key_file_get_string(conf, section, key, NULL);
-
-	if (v && !*g_strstrip(v))
-		g_clear_pointer(&v, g_free);
-	return v;
-}
-
-/* A password from @key or @key_file (a file's contents). Transfer full:
- * free with cfs_secret_free. NULL and no error when neither is set. */
-static char *conf_secret(GKeyFile *conf, const char *section,
-			 const char *key, const char *key_file, GError **error)
-{
-	g_autofree char *file = conf_str(conf, section, key_file);
-	char *v = g_key_file_get_string(conf, section, key, NULL);
-
-	if (v && file) {
-		cfs_secret_free(v);
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s]: set %s or %s, not "
-			    "both", section, key, key_file);
-		return NULL;
-	}
-	if (file) {
-		v = cfs_secret_read_file(file, error);
-		if (!v)
-			g_prefix_error(error, "[%s] %s: ", section, key_file);
-	}
-	return v;
-}
-
 static bool hv_load_auth(HvProvider *prov, GKeyFile *conf,
 			 const char *section, GError **error)
 {
 	CfsHttpSettings *s = prov->settings;
-	g_autofree char *auth = conf_str(conf, section, "auth");
+	g_autofree char *auth = cfs_conf_string(conf, section, "auth");
 
-	s->username = conf_str(conf, section, "username");
+	s->username = cfs_conf_string(conf, section, "username");
 	if (!s->username) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s]: username is "
 			    "missing", section);
 		return false;
 	}
-	s->password = conf_secret(conf, section, "password", "password_file",
+	s->password = cfs_conf_secret(conf, section, "password", "password_file",
 				  error);
 	if (!s->password) {
 		if (error && !*error)
@@ -210,7 +180,7 @@ static bool hv_local_path(const char *p)
 static bool hv_load_bytes(HvProvider *prov, GKeyFile *conf,
 			  const char *section, GError **error)
 {
-	g_autofree char *ep = conf_str(conf, section, "export_path");
+	g_autofree char *ep = cfs_conf_string(conf, section, "export_path");
 
 	if (!ep || !hv_local_path(ep)) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s]: export_path must be"
@@ -221,8 +191,8 @@ static bool hv_load_bytes(HvProvider *prov, GKeyFile *conf,
 	while (strlen(ep) > 3 && g_str_has_suffix(ep, "\\"))
 		ep[strlen(ep) - 1] = '\0';
 	prov->export_path = g_steal_pointer(&ep);
-	prov->smb_url = conf_str(conf, section, "smb_url");
-	prov->export_mount = conf_str(conf, section, "export_mount");
+	prov->smb_url = cfs_conf_string(conf, section, "smb_url");
+	prov->export_mount = cfs_conf_string(conf, section, "export_mount");
 	if (!prov->smb_url == !prov->export_mount) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s]: set smb_url or "
 			    "export_mount (one of them)", section);
@@ -237,8 +207,8 @@ static bool hv_load_bytes(HvProvider *prov, GKeyFile *conf,
 		}
 		return true;
 	}
-	prov->smb_user = conf_str(conf, section, "smb_username");
-	prov->smb_password = conf_secret(conf, section, "smb_password",
+	prov->smb_user = cfs_conf_string(conf, section, "smb_username");
+	prov->smb_password = cfs_conf_secret(conf, section, "smb_password",
 					 "smb_password_file", error);
 	if (error && *error)
 		return false;
@@ -261,7 +231,7 @@ static bool hv_load(HvProvider *prov, GKeyFile *conf, const char *section,
 	g_autoptr(GError) local = NULL;
 	gint timeout;
 
-	prov->url = conf_str(conf, section, "url");
+	prov->url = cfs_conf_string(conf, section, "url");
 	if (!prov->url || !g_str_has_prefix(prov->url, "https://")) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s]: url must be the "
 			    "https://host:5986/wsman address of the host",

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "providers/conf.h"
 #include "common/secret.h"
 #include "providers/vsphere/vsphere-private.h"
 
@@ -53,20 +54,6 @@ static void vs_free(CfsProvider *base)
 	g_mutex_clear(&prov->lock);
 	g_mutex_clear(&prov->lease_lock);
 	g_free(prov);
-}
-
-/* A key of the section, else the environment variable @env. */
-static char *conf_or_env(GKeyFile *conf, const char *section, const char *key,
-			 const char *env)
-{
-	char *v = g_key_file_get_string(conf, section, key, NULL);
-	const char *e;
-
-	if (v && *g_strstrip(v))
-		return v;
-	g_free(v);
-	e = env ? g_getenv(env) : NULL;
-	return e && *e ? g_strdup(e) : NULL;
 }
 
 /* Split "https://user:pass@host:443/sdk" (a scheme and a path are
@@ -216,7 +203,7 @@ static bool load_credentials(VsProvider *prov, GKeyFile *conf,
 	g_autofree char *pwfile =
 	    g_key_file_get_string(conf, section, "password_file", NULL);
 	g_autofree char *user =
-	    conf_or_env(conf, section, "username", "GOVC_USERNAME");
+	    cfs_conf_or_env(conf, section, "username", "GOVC_USERNAME");
 	char *pw = g_key_file_get_string(conf, section, "password", NULL);
 
 	prov->username = user ? g_steal_pointer(&user) : g_strdup(url_user);
@@ -261,7 +248,7 @@ static bool load_credentials(VsProvider *prov, GKeyFile *conf,
 static bool vs_config(VsProvider *prov, GKeyFile *conf, const char *section,
 		      GError **error)
 {
-	g_autofree char *url = conf_or_env(conf, section, "url", "GOVC_URL");
+	g_autofree char *url = cfs_conf_or_env(conf, section, "url", "GOVC_URL");
 	g_autofree char *dcs =
 	    g_key_file_get_string(conf, section, "datacenters", NULL);
 	g_autofree char *url_user = NULL;
