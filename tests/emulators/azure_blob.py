@@ -258,7 +258,9 @@ def _nonzero_runs(fd, start, end):
             return
         if len(chunk) % PAGE:
             chunk += bytes(PAGE - len(chunk) % PAGE)
-        if chunk.count(0) != len(chunk):
+        if ZERO_PAGE not in chunk:
+            yield pos, chunk  # no zero page anywhere: one run
+        elif chunk.count(0) != len(chunk):
             view = memoryview(chunk)
             run = None
             for off in range(0, len(chunk), PAGE):

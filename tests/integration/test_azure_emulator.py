@@ -9,6 +9,7 @@ import os
 import shutil
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from azure_fixtures import VHD_FOOTER_SIZE, azure, azure_servers, \
-    vhd_footer  # noqa: F401 (fixtures)
+pytest_plugins = ["azure_fixtures"]  # the azure and azure_servers fixtures
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulators"))
+from azure_blob import VHD_FOOTER_SIZE, vhd_footer  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
