@@ -48,6 +48,16 @@ __all__ = ["azure", "azure_servers", "AzureCloud", "ACCOUNT", "ACCOUNT_KEY",
            "VHD_FOOTER_SIZE", "vhd_footer"]
 
 
+def _die_with_parent():
+    """Child setup: get SIGTERM when the test runner dies, so a killed
+    session leaves no server behind (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +102,7 @@ class Azurite:
                  str(self.port), "--inMemoryPersistence",
                  "--disableTelemetry", "--silent"],
                 stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
             if self._ready():
                 self.endpoint = "http://127.0.0.1:%d" % self.port
                 return
@@ -145,7 +155,8 @@ class AzureFake:
         if not proxy:
             argv.append("--no-proxy")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self.log)
+                                     stdout=subprocess.PIPE, stderr=self.log,
+                                     preexec_fn=_die_with_parent)
         self.port = self.proxy_port = None
         while self.port is None:
             line = self.proc.stdout.readline().decode()
