@@ -120,6 +120,16 @@ guint64 cfs_store_limit(CfsStore *store)
 	return store->limit;
 }
 
+guint64 cfs_store_usage(CfsStore *store)
+{
+	guint64 usage;
+
+	g_mutex_lock(&store->lock);
+	usage = store->usage;
+	g_mutex_unlock(&store->lock);
+	return usage;
+}
+
 void cfs_store_attach(CfsStore *store, CfsCache *cache)
 {
 	g_mutex_lock(&store->lock);

@@ -39,6 +39,8 @@ struct CfsHttp {
 	GHashTable *active;	/* requests with an easy handle in multi */
 	guint running;
 
+	CfsHttpStats stats;	/* atomic: written by the network thread */
+
 };
 
 static GPrivate http_network_thread;
@@ -506,6 +508,9 @@ static bool http_start(CfsHttp *http, CfsHttpRequest *req, GError **error)
 	http_host(http, req->host)->inflight++;
 	http->running++;
 	g_hash_table_add(http->active, req);
+	__atomic_fetch_add(&http->stats.attempts, 1, __ATOMIC_RELAXED);
+	if (req->attempt > 1)
+		__atomic_fetch_add(&http->stats.retries, 1, __ATOMIC_RELAXED);
 	return true;
 }
 
@@ -601,8 +606,10 @@ static void http_finish(CfsHttp *http, CfsHttpRequest *req, CURLcode code)
 				    "%s from %s", req->errbuf[0] ? req->errbuf :
 				    curl_easy_strerror(code), req->host);
 	}
-	if (verdict == CFS_HTTP_THROTTLE)
+	if (verdict == CFS_HTTP_THROTTLE) {
 		host->limit = MAX(1.0, host->limit / 2);
+		__atomic_fetch_add(&http->stats.throttled, 1, __ATOMIC_RELAXED);
+	}
 	if ((verdict == CFS_HTTP_RETRY || verdict == CFS_HTTP_THROTTLE) &&
 	    req->attempt < max) {
 		g_debug("%s (attempt %u of %u), retrying", error->message,
@@ -611,7 +618,19 @@ static void http_finish(CfsHttp *http, CfsHttpRequest *req, CURLcode code)
 		http_retry_later(http, req, verdict == CFS_HTTP_THROTTLE);
 		return;
 	}
+	__atomic_fetch_add(&http->stats.failed, 1, __ATOMIC_RELAXED);
 	http_done(req, error);
+}
+
+void cfs_http_stats(CfsHttp *http, CfsHttpStats *stats)
+{
+	stats->attempts = __atomic_load_n(&http->stats.attempts,
+					  __ATOMIC_RELAXED);
+	stats->retries = __atomic_load_n(&http->stats.retries,
+					 __ATOMIC_RELAXED);
+	stats->throttled = __atomic_load_n(&http->stats.throttled,
+					   __ATOMIC_RELAXED);
+	stats->failed = __atomic_load_n(&http->stats.failed, __ATOMIC_RELAXED);
 }
 
 /* Start what the limits allow, demand first. */

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "fs/export.h"
+#include "fs/formats/reader.h"
 
 typedef enum {
 	EXPORT_IDLE,		/* never opened */
@@ -21,12 +22,27 @@ struct CfsExport {
 
 	GMutex job_lock;	/* held by a control job; before lock */
 	GMutex lock;
-	GCond cond;		/* state left PREPARING */
+	GCond cond;		/* state left PREPARING, or a stream of
+				 * unknown length ended */
 	ExportState state;	/* protected by lock */
 	CfsSource *source;	/* set once READY, then constant */
 	CfsCache *cache;	/* set once READY, then constant */
-	GPtrArray *parked;	/* protected by lock: reads before READY */
-	GPtrArray *views;	/* protected by lock: CfsView*, made once */
+	CfsReader *reader;	/* set once READY for a container disk that
+				 * has views, then constant: the views read
+				 * the virtual disk through it */
+	bool has_views;		/* protected by lock: a view file exists */
+	guint64 stream_size;	/* protected by lock: for a stream of unknown
+				 * length, its size once it ended; before,
+				 * CFS_SIZE_UNKNOWN */
+	CfsExtentMap *stream_map;	/* protected by lock: all data up to
+					 * stream_size, once known */
+	GPtrArray *parked;	/* protected by lock: reads before READY, and
+				 * view reads of a stream of unknown length
+				 * until it ended */
+	GPtrArray *views;	/* protected by lock: CfsView*, made once per
+				 * export of the disk */
+	GPtrArray *retired;	/* protected by lock: views of earlier
+				 * exports, freed with the export */
 	CfsExportReadyFn ready_hook;
 	gpointer ready_data;
 	int opens;		/* protected by lock */
@@ -38,6 +54,9 @@ struct CfsExport {
 	guint64 rate_bytes;	/* protected by lock */
 
 	guint64 fetched;	/* atomic: bytes that landed, the counter */
+	guint64 served;		/* atomic: bytes answered to readers */
+	guint64 hits;		/* atomic: reads answered from the cache */
+	guint64 misses;		/* atomic: reads that waited for chunks */
 	guint64 cached;		/* what the cache held at list time */
 	bool streaming;		/* protected by lock: a stream runs */
 	bool released;		/* protected by lock: export_end was called */
@@ -50,7 +69,24 @@ struct CfsExport {
 				 * the old grant, sent again after renew */
 };
 
+/* read.c: acquire @ranges and wait until they are in (or one failed);
+ * release *hold after reading, in both cases. Blocks: control pool. */
+bool cfs_cache_read_wait(CfsCache *cache, const CfsExtent *ranges, guint n,
+			 CfsCacheHold **hold, GError **error);
+
 /* export.c */
+/* The size the native bytes have or may have: the exact size if known,
+ * else the stream's bound. False before the export is ready. */
+bool cfs_export_size_bound(CfsExport *ex, guint64 *size);
+/* A stream of unknown length ended after @size bytes: the size is known,
+ * then its last chunk @last (G_MAXUINT64: none) and the chunks past the
+ * end are complete, and the views and the kernel learn of it on the
+ * control pool. Network thread. */
+void cfs_export_stream_ended(CfsExport *ex, guint64 size, guint64 last);
+/* Whether the read of a view must wait for the end of a stream of
+ * unknown length; if so it was parked (and the stream started). */
+bool cfs_export_park_for_stream(CfsExport *ex, gpointer read_ctx,
+				bool *parked_flag);
 void cfs_export_set_error(CfsExport *ex, const GError *error);
 /* Continue a read parked until the export was ready (or failed). */
 void cfs_read_go(gpointer ctx, const GError *error);

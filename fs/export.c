@@ -71,6 +71,7 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	CfsExport *ex = g_new0(CfsExport, 1);
 
 	ex->report.ops = &export_report_ops;
+	ex->stream_size = CFS_SIZE_UNKNOWN;
 	ex->engine = engine;
 	ex->prov = prov;
 	ex->disk = disk;
@@ -88,7 +89,22 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	ex->reauth = g_ptr_array_new();
 	ex->views = g_ptr_array_new_with_free_func(
 		(GDestroyNotify)cfs_view_free);
+	ex->retired = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)cfs_view_free);
 	return ex;
+}
+
+/* Whether every chunk is in: for a stream of unknown length, every chunk
+ * up to its end, once it ended. Export lock held. */
+static bool export_complete(CfsExport *ex)
+{
+	CfsCacheStats st;
+
+	if (ex->source->size == CFS_SIZE_UNKNOWN)
+		return ex->stream_size != CFS_SIZE_UNKNOWN &&
+		       cfs_cache_present_upto(ex->cache, ex->stream_size);
+	cfs_cache_stats(ex->cache, &st);
+	return st.present == st.total && st.inflight == 0;
 }
 
 void cfs_export_end(CfsExport *ex)
@@ -99,6 +115,8 @@ void cfs_export_end(CfsExport *ex)
 	while (ex->state == EXPORT_PREPARING)
 		g_cond_wait(&ex->cond, &ex->lock);
 	end = ex->source && !ex->released && ex->prov->ops->export_end;
+	if (end)
+		ex->source->complete = export_complete(ex);
 	ex->released = true;
 	g_mutex_unlock(&ex->lock);
 	cfs_grant_stop(ex);
@@ -111,6 +129,7 @@ void cfs_export_free(CfsExport *ex)
 	if (!ex)
 		return;
 	cfs_export_end(ex);
+	cfs_reader_free(ex->reader);
 	cfs_cache_close(ex->cache);
 	cfs_source_free(ex->source);
 	cfs_disk_free(ex->disk);
@@ -118,6 +137,8 @@ void cfs_export_free(CfsExport *ex)
 	g_assert(ex->reauth->len == 0);
 	g_ptr_array_unref(ex->reauth);
 	g_ptr_array_unref(ex->views);
+	g_ptr_array_unref(ex->retired);
+	g_clear_pointer(&ex->stream_map, cfs_extent_map_unref);
 	g_free(ex->path);
 	g_free(ex->phase);
 	g_free(ex->error);
@@ -130,6 +151,16 @@ void cfs_export_free(CfsExport *ex)
 CfsDisk *cfs_export_disk(CfsExport *ex)
 {
 	return ex->disk;
+}
+
+CfsProvider *cfs_export_provider(CfsExport *ex)
+{
+	return ex->prov;
+}
+
+const char *cfs_export_path(CfsExport *ex)
+{
+	return ex->path;
 }
 
 static void export_phase(CfsExportReport *report, const char *phase,
@@ -172,6 +203,7 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
 			g_warning("%s: %s", ex->path, error->message);
 		g_free(ex->error);
 		ex->error = g_strdup(error->message);
+		g_cond_broadcast(&ex->cond);	/* read_wait_size() */
 	} else {
 		g_clear_pointer(&ex->error, g_free);
 	}
@@ -186,8 +218,78 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
 static void export_end_job(CfsExport *ex)
 {
 	cfs_grant_stop(ex);
+	ex->source->complete = true;	/* only complete exports end here */
 	ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
 	g_message("%s: complete, export released", ex->path);
+}
+
+/* --- container disks --- */
+
+/* Read container bytes through the cache, waiting for their chunks: for
+ * a reader's metadata, on the control pool only. */
+static bool export_read_wait(void *opaque, void *buf, gsize len, guint64 off,
+			     GError **error)
+{
+	CfsCache *cache = opaque;
+	CfsExtent range = { off, len };
+	CfsCacheHold *hold = NULL;
+	bool ok = cfs_cache_read_wait(cache, &range, 1, &hold, error) &&
+		  cfs_cache_pread(cache, buf, len, off, error);
+
+	cfs_cache_release(hold);
+	return ok;
+}
+
+/* The reader of a container disk whose views are asked for, opened
+ * over the cache (its metadata is fetched now, on demand). */
+static bool export_open_reader(CfsExport *ex, CfsSource *src,
+			       CfsCache *cache, CfsReader **out,
+			       GError **error)
+{
+	const CfsReaderFormat *rf = cfs_reader_find(ex->disk->format);
+	bool views;
+
+	g_mutex_lock(&ex->lock);
+	views = ex->has_views;
+	g_mutex_unlock(&ex->lock);
+	if (!rf || !views)
+		return true;
+	if (src->size == CFS_SIZE_UNKNOWN)
+		return true;	/* opened when the stream has ended */
+	*out = rf->open(src->size, src->map, export_read_wait, cache, error);
+	if (!*out) {
+		g_prefix_error(error, "reading the %s container: ", rf->name);
+		return false;
+	}
+	return true;
+}
+
+/* What a provider says of a source is bounded before the cache is
+ * sized by it. A stream of unknown length gets a map of all data up to
+ * its bound. */
+static bool export_check_source(CfsExport *ex, CfsSource *src,
+				GError **error)
+{
+	guint64 size = src->size != CFS_SIZE_UNKNOWN ? src->size :
+						       src->size_max;
+
+	if (size > CFS_DISK_SIZE_MAX) {
+		g_set_error(error, CFS_ERROR, EFBIG, "the disk says it has %"
+			    G_GUINT64_FORMAT " bytes, more than cloudfs takes "
+			    "(%" G_GUINT64_FORMAT ")", size,
+			    (guint64)CFS_DISK_SIZE_MAX);
+		return false;
+	}
+	if (src->size != CFS_SIZE_UNKNOWN)
+		return true;
+	if (src->random || src->ops->pread || !src->size_max) {
+		g_set_error(error, CFS_ERROR, EINVAL, "a source of unknown "
+			    "length must be a stream with a bound");
+		return false;
+	}
+	if (!src->map)
+		src->map = cfs_extent_map_new_full(src->size_max);
+	return true;
 }
 
 static void export_start_job(CfsExport *ex)
@@ -197,15 +299,32 @@ static void export_start_job(CfsExport *ex)
 	g_autoptr(GPtrArray) parked = NULL;
 	CfsSource *src;
 	CfsCache *cache = NULL;
+	CfsReader *reader = NULL, *old_reader;
 	int opens;
 
 	/* A released export starting again: its old bytes may be gone. */
 	cfs_grant_stop(ex);
+	/* Views of the old map are kept to the end (a stat may hold one);
+	 * new ones are made of the new map. */
+	g_mutex_lock(&ex->lock);
+	while (ex->views->len)
+		g_ptr_array_add(ex->retired,
+				g_ptr_array_steal_index(ex->views, 0));
+	old_reader = g_steal_pointer(&ex->reader);
+	ex->stream_size = CFS_SIZE_UNKNOWN;
+	g_clear_pointer(&ex->stream_map, cfs_extent_map_unref);
+	g_mutex_unlock(&ex->lock);
+	cfs_reader_free(old_reader);
 	g_clear_pointer(&ex->cache, cfs_cache_close);
 	g_clear_pointer(&ex->source, cfs_source_free);
 	ex->released = false;
 	src = ex->prov->ops->export_start(ex->prov, ex->disk,
 					  &ex->report, &error);
+	if (src && !export_check_source(ex, src, &error)) {
+		if (ex->prov->ops->export_end)
+			ex->prov->ops->export_end(ex->prov, ex->disk, src);
+		g_clear_pointer(&src, cfs_source_free);
+	}
 	if (src) {
 		g_autofree char *key = export_key(ex, src->identity);
 
@@ -219,11 +338,24 @@ static void export_start_job(CfsExport *ex)
 			g_clear_pointer(&src, cfs_source_free);
 		}
 	}
+	/* The fetchers need the source and cache from here on; reads stay
+	 * parked until the state says READY. */
+	g_mutex_lock(&ex->lock);
+	ex->source = src;
+	ex->cache = cache;
+	g_mutex_unlock(&ex->lock);
+	if (cache && !export_open_reader(ex, src, cache, &reader, &error)) {
+		if (ex->prov->ops->export_end)
+			ex->prov->ops->export_end(ex->prov, ex->disk, src);
+		g_clear_pointer(&cache, cfs_cache_close);
+		g_clear_pointer(&src, cfs_source_free);
+	}
 	if (error)
 		g_prefix_error(&error, "export: ");
 	g_mutex_lock(&ex->lock);
 	ex->source = src;
 	ex->cache = cache;
+	ex->reader = reader;
 	ex->state = cache ? EXPORT_READY : EXPORT_FAILED;
 	if (error) {
 		g_free(ex->error);
@@ -283,14 +415,6 @@ static void export_push_job(CfsExport *ex, bool end)
 	cfs_control_push(ex->engine->ctx.control, export_job, job);
 }
 
-/* Whether every chunk is in. */
-static bool export_complete(CfsCache *cache)
-{
-	CfsCacheStats st;
-
-	cfs_cache_stats(cache, &st);
-	return st.present == st.total && st.inflight == 0;
-}
 
 void cfs_export_open(CfsExport *ex)
 {
@@ -301,7 +425,7 @@ void cfs_export_open(CfsExport *ex)
 	ex->opens++;
 	if (ex->state == EXPORT_IDLE || ex->state == EXPORT_FAILED ||
 	    (ex->state == EXPORT_READY && ex->released && ex->opens == 1 &&
-	     !export_complete(ex->cache))) {
+	     !export_complete(ex))) {
 		ex->state = EXPORT_PREPARING;
 		g_clear_pointer(&ex->error, g_free);
 		start = true;
@@ -324,7 +448,7 @@ void cfs_export_release(CfsExport *ex)
 	ex->opens--;
 	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
 	if (cache && ex->opens == 0 && !ex->released &&
-	    ex->prov->ops->export_end && export_complete(cache)) {
+	    ex->prov->ops->export_end && export_complete(ex)) {
 		ex->released = true;
 		end = true;
 	}
@@ -343,7 +467,34 @@ static CfsExtentMap *export_map(CfsExport *ex)
 {
 	if (ex->disk->map)
 		return ex->disk->map;
-	return ex->state == EXPORT_READY ? ex->source->map : NULL;
+	if (ex->state != EXPORT_READY)
+		return NULL;
+	if (ex->source->size == CFS_SIZE_UNKNOWN)
+		return ex->stream_map;	/* known once the stream ended */
+	return ex->source->map;
+}
+
+/* The map views are made of: the virtual disk's inside a container.
+ * Export lock held. */
+static CfsExtentMap *export_view_map(CfsExport *ex)
+{
+	if (!cfs_reader_find(ex->disk->format))
+		return export_map(ex);
+	return ex->state == EXPORT_READY && ex->reader ?
+		       cfs_reader_map(ex->reader) : NULL;
+}
+
+void cfs_export_add_view(CfsExport *ex, const CfsFormat *fmt)
+{
+	g_mutex_lock(&ex->lock);
+	ex->has_views = true;
+	g_mutex_unlock(&ex->lock);
+}
+
+bool cfs_export_viewable(CfsExport *ex)
+{
+	return g_str_equal(ex->disk->format, "raw") ||
+	       cfs_reader_find(ex->disk->format) != NULL;
 }
 
 CfsExtentMap *cfs_export_map(CfsExport *ex)
@@ -367,7 +518,7 @@ const CfsView *cfs_export_view(CfsExport *ex, const CfsFormat *fmt)
 	for (guint i = 0; i < ex->views->len && !view; i++)
 		if (cfs_view_format(ex->views->pdata[i]) == fmt)
 			view = ex->views->pdata[i];
-	map = view ? NULL : export_map(ex);
+	map = view ? NULL : export_view_map(ex);
 	if (map) {
 		g_autoptr(GError) error = NULL;
 
@@ -400,9 +551,99 @@ bool cfs_export_file_size(CfsExport *ex, const CfsFormat *fmt, guint64 *size)
 	g_mutex_lock(&ex->lock);
 	ready = ex->state == EXPORT_READY;
 	if (ready)
-		*size = ex->source->size;
+		*size = ex->source->size != CFS_SIZE_UNKNOWN ?
+				ex->source->size : ex->stream_size;
+	g_mutex_unlock(&ex->lock);
+	return ready && *size != CFS_SIZE_UNKNOWN;
+}
+
+bool cfs_export_size_bound(CfsExport *ex, guint64 *size)
+{
+	bool ready;
+
+	if (cfs_export_file_size(ex, NULL, size))
+		return true;
+	g_mutex_lock(&ex->lock);
+	ready = ex->state == EXPORT_READY;
+	if (ready)
+		*size = ex->source->size_max;
 	g_mutex_unlock(&ex->lock);
 	return ready;
+}
+
+/* --- streams of unknown length --- */
+
+/* Control pool: what waited for the stream's end goes on. */
+static void stream_end_job(gpointer data)
+{
+	CfsExport *ex = data;
+	CfsEngine *engine = ex->engine;
+	g_autoptr(GError) error = NULL;
+	g_autoptr(GPtrArray) parked = NULL;
+	CfsReader *reader = NULL;
+	CfsSource src = *ex->source;
+
+	g_mutex_lock(&ex->job_lock);
+	src.size = ex->stream_size;
+	src.map = ex->stream_map;
+	if (!export_open_reader(ex, &src, ex->cache, &reader, &error)) {
+		g_warning("%s: %s", ex->path, error->message);
+		cfs_export_set_error(ex, error);
+	}
+	g_mutex_lock(&ex->lock);
+	ex->reader = reader;
+	parked = g_steal_pointer(&ex->parked);
+	ex->parked = g_ptr_array_new();
+	g_cond_broadcast(&ex->cond);	/* cfs_export_read_sync() waits */
+	g_mutex_unlock(&ex->lock);
+	g_mutex_unlock(&ex->job_lock);
+	for (guint i = 0; i < parked->len; i++)
+		cfs_read_go(parked->pdata[i], error);
+	if (ex->ready_hook)
+		ex->ready_hook(ex, ex->ready_data);
+	cfs_engine_job_end(engine);
+}
+
+void cfs_export_stream_ended(CfsExport *ex, guint64 size, guint64 last)
+{
+	guint64 chunk = cfs_cache_chunk_size(ex->cache);
+	guint64 n = cfs_cache_n_chunks(ex->cache);
+
+	g_mutex_lock(&ex->lock);
+	ex->stream_size = size;
+	ex->stream_map = size ? cfs_extent_map_new_full(size) :
+				cfs_extent_map_new(0, NULL, 0);
+	g_mutex_unlock(&ex->lock);
+	g_message("%s: the stream ended after %" G_GUINT64_FORMAT " bytes",
+		  ex->path, size);
+	if (last != G_MAXUINT64)
+		cfs_cache_chunk_done(ex->cache, last, NULL);
+	/* Chunks past the end hold nothing: complete, so their readers
+	 * wake (and read the end of the file). */
+	for (guint64 idx = (size + chunk - 1) / chunk; idx < n; idx++)
+		if (cfs_cache_claimed(ex->cache, idx))
+			cfs_cache_chunk_done(ex->cache, idx, NULL);
+	cfs_engine_job_begin(ex->engine);
+	cfs_control_push(ex->engine->ctx.control, stream_end_job, ex);
+}
+
+bool cfs_export_park_for_stream(CfsExport *ex, gpointer read_ctx,
+				bool *parked_flag)
+{
+	bool park;
+
+	g_mutex_lock(&ex->lock);
+	park = ex->state == EXPORT_READY &&
+	       ex->source->size == CFS_SIZE_UNKNOWN &&
+	       ex->stream_size == CFS_SIZE_UNKNOWN;
+	if (park) {
+		*parked_flag = true;
+		g_ptr_array_add(ex->parked, read_ctx);
+	}
+	g_mutex_unlock(&ex->lock);
+	if (park)	/* the whole stream is needed: make sure it runs */
+		cfs_fetch_chunk(ex, 0, true);
+	return park;
 }
 
 void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
@@ -412,180 +653,3 @@ void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
 	ex->ready_data = data;
 }
 
-/* --- reads --- */
-
-typedef struct {
-	CfsExport *ex;
-	const CfsFormat *fmt;	/* NULL: the native bytes */
-	fuse_req_t req;
-	size_t size;
-	guint64 off;
-	const CfsView *view;	/* resolved once the export is ready */
-	bool parked;		/* protected by ex->lock */
-	CfsCacheHold *hold;	/* atomic: set once acquired */
-} ReadCtx;
-
-static bool read_raw(void *opaque, void *buf, gsize len, guint64 off,
-		     GError **error)
-{
-	CfsExport *ex = opaque;
-
-	return cfs_cache_pread(ex->cache, buf, len, off, error);
-}
-
-static void read_reply_err(ReadCtx *ctx, int err)
-{
-	/* Wait out a running interrupt handler, and stop new ones. */
-	fuse_req_interrupt_func(ctx->req, NULL, NULL);
-	fuse_reply_err(ctx->req, err);
-	g_free(ctx);
-}
-
-/* Answer the read from chunks it holds. Any thread; no lock held. */
-static void read_finish(ReadCtx *ctx, const GError *failed)
-{
-	g_autoptr(GError) error = NULL;
-	g_autofree char *buf = NULL;
-	CfsCacheHold *hold = g_atomic_pointer_get(&ctx->hold);
-	bool ok;
-
-	if (failed) {
-		cfs_cache_release(hold);
-		read_reply_err(ctx, EIO);
-		return;
-	}
-	fuse_req_interrupt_func(ctx->req, NULL, NULL);
-	buf = g_malloc(ctx->size);
-	if (ctx->view)
-		ok = cfs_view_read(ctx->view, buf, ctx->size, ctx->off,
-				   read_raw, ctx->ex, &error);
-	else
-		ok = cfs_cache_pread(ctx->ex->cache, buf, ctx->size, ctx->off,
-				     &error);
-	if (ok) {
-		fuse_reply_buf(ctx->req, buf, ctx->size);
-	} else {
-		g_warning("%s: %s", ctx->ex->path, error->message);
-		fuse_reply_err(ctx->req, EIO);
-	}
-	cfs_cache_release(hold);
-	g_free(ctx);
-}
-
-static void read_wake(CfsCacheHold *hold, gpointer data, const GError *error)
-{
-	read_finish(data, error);
-}
-
-static void read_interrupt(fuse_req_t req, void *data)
-{
-	ReadCtx *ctx = data;
-	CfsExport *ex = ctx->ex;
-	CfsCacheHold *hold;
-	bool was_parked;
-
-	g_mutex_lock(&ex->lock);
-	was_parked = ctx->parked && g_ptr_array_remove(ex->parked, ctx);
-	g_mutex_unlock(&ex->lock);
-	if (!was_parked) {
-		hold = g_atomic_pointer_get(&ctx->hold);
-		if (!hold || !cfs_cache_cancel(hold))
-			return;	/* it is being answered */
-		cfs_cache_release(hold);
-	}
-	fuse_reply_err(req, EINTR);
-	g_free(ctx);
-}
-
-/* The span of raw disk bytes a read needs, for the sequential reader
- * detection; 0 bytes if it needs none. */
-static void read_raw_span(GArray *ranges, guint64 *raw_off, guint64 *raw_len)
-{
-	guint64 lo = G_MAXUINT64, hi = 0;
-
-	for (guint i = 0; i < ranges->len; i++) {
-		CfsExtent *e = &g_array_index(ranges, CfsExtent, i);
-
-		lo = MIN(lo, e->offset);
-		hi = MAX(hi, e->offset + e->length);
-	}
-	*raw_off = ranges->len ? lo : 0;
-	*raw_len = ranges->len ? hi - lo : 0;
-}
-
-void cfs_read_go(gpointer data, const GError *error)
-{
-	ReadCtx *ctx = data;
-	CfsExport *ex = ctx->ex;
-	g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(CfsExtent));
-	guint64 file_size = 0, raw_off, raw_len;
-
-	if (error || !cfs_export_file_size(ex, ctx->fmt, &file_size)) {
-		read_reply_err(ctx, EIO);
-		return;
-	}
-	if (ctx->off >= file_size) {
-		fuse_req_interrupt_func(ctx->req, NULL, NULL);
-		fuse_reply_buf(ctx->req, NULL, 0);
-		g_free(ctx);
-		return;
-	}
-	ctx->size = (size_t)MIN((guint64)ctx->size, file_size - ctx->off);
-	ctx->view = cfs_export_view(ex, ctx->fmt);
-	if (ctx->view) {
-		cfs_view_deps(ctx->view, ctx->off, ctx->size, ranges);
-	} else {
-		CfsExtent whole = { ctx->off, ctx->size };
-
-		g_array_append_val(ranges, whole);
-	}
-	read_raw_span(ranges, &raw_off, &raw_len);
-	/* The hold is published in ctx before any chunk can land, for
-	 * read_wake and read_interrupt (which acts on it only while it is
-	 * not woken). Once parked, ctx may be answered and freed at any
-	 * time: it is not touched again here. */
-	if (cfs_cache_acquire(ex->cache, (CfsExtent *)(void *)ranges->data,
-			      ranges->len, read_wake, ctx, &ctx->hold))
-		read_finish(ctx, NULL);
-	/* After the demand fetches, so that they go first. */
-	if (raw_len)
-		cfs_cache_note_read(ex->cache, raw_off, raw_len);
-}
-
-void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
-		     size_t size, off_t off)
-{
-	ReadCtx *ctx;
-	bool ready = false, failed = false;
-
-	if (off < 0 || size == 0) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	ctx = g_new0(ReadCtx, 1);
-	ctx->ex = ex;
-	ctx->fmt = fmt;
-	ctx->req = req;
-	ctx->off = (guint64)off;
-	ctx->size = size;
-	fuse_req_interrupt_func(req, read_interrupt, ctx);
-
-	g_mutex_lock(&ex->lock);
-	switch (ex->state) {
-	case EXPORT_READY:
-		ready = true;
-		break;
-	case EXPORT_FAILED:
-		failed = true;
-		break;
-	default:
-		ctx->parked = true;
-		g_ptr_array_add(ex->parked, ctx);
-		break;
-	}
-	g_mutex_unlock(&ex->lock);
-	if (failed)
-		read_reply_err(ctx, EIO);
-	else if (ready)
-		cfs_read_go(ctx, NULL);
-}

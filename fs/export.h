@@ -55,6 +55,9 @@ void cfs_export_end(CfsExport *ex);
 void cfs_export_free(CfsExport *ex);
 
 CfsDisk *cfs_export_disk(CfsExport *ex);
+CfsProvider *cfs_export_provider(CfsExport *ex);
+/* "url/web01/disk": the disk's files without their extension. */
+const char *cfs_export_path(CfsExport *ex);
 
 /* A disk file was opened or released: starts the export on the first
  * open. Never waits. Any FUSE thread. */
@@ -67,10 +70,32 @@ void cfs_export_release(CfsExport *ex);
 void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 		     size_t size, off_t off);
 
+/* Wait until the export is ready and the size of its file in @fmt is
+ * known (a stream of unknown length has ended); the caller holds the
+ * export open. Blocks: control pool only. */
+bool cfs_export_wait_size(CfsExport *ex, const CfsFormat *fmt,
+			  guint64 *size, GError **error);
+
+/* Read @len bytes at @off of the disk's file in @fmt (NULL: its native
+ * bytes), waiting for the export and the chunks; the caller holds the
+ * export open. Blocks: control pool only. */
+bool cfs_export_read_sync(CfsExport *ex, const CfsFormat *fmt, void *buf,
+			  gsize len, guint64 off, GError **error);
+
 /* The view of the export's raw bytes in @fmt, made once the allocation
  * map is known (at list time, or when the export is ready); NULL before,
  * or for @fmt NULL. Owned by the export. Any thread. */
 const CfsView *cfs_export_view(CfsExport *ex, const CfsFormat *fmt);
+
+/* A file of the disk in view @fmt exists: for a container disk (VHD,
+ * VHDX, VMDK bytes), the export then opens the container's reader when
+ * it is ready, and the views are of the disk inside. Any thread, before
+ * the first open. */
+void cfs_export_add_view(CfsExport *ex, const CfsFormat *fmt);
+
+/* Whether views of this disk are possible: raw bytes, or a container
+ * format a reader decodes. */
+bool cfs_export_viewable(CfsExport *ex);
 
 /* The allocation map, if known yet (the export owns it). */
 CfsExtentMap *cfs_export_map(CfsExport *ex);
@@ -84,6 +109,14 @@ bool cfs_export_file_size(CfsExport *ex, const CfsFormat *fmt,
 typedef void (*CfsExportReadyFn)(CfsExport *ex, gpointer data);
 void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
 			       gpointer data);
+
+/* The numbers .metrics shows of an export. Any thread. */
+typedef struct {
+	const char *state;	/* as .progress says it */
+	guint64 fetched, served, hits, misses;
+	guint64 present, total;	/* bytes in the cache, bytes to have */
+} CfsExportNumbers;
+void cfs_export_numbers(CfsExport *ex, CfsExportNumbers *n);
 
 /* Append the .progress line of the file @path (relative to the mount). */
 void cfs_export_progress(CfsExport *ex, const char *path, GString *out);

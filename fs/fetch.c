@@ -254,6 +254,29 @@ static void fetch_http(CfsExport *ex, guint64 idx, bool demand)
 
 static void stream_start(CfsExport *ex);
 
+/* Where a stream must end: its size, or the bound of one whose length
+ * shows at its end. */
+static guint64 stream_bound(const CfsSource *src)
+{
+	return src->size != CFS_SIZE_UNKNOWN ? src->size : src->size_max;
+}
+
+/* A stream of unknown length ended: its last chunk is as full as it
+ * gets. */
+static bool stream_end_unknown(Piece *p)
+{
+	CfsExport *ex = p->ex;
+	guint64 last = p->claimed_idx;
+
+	if (last != G_MAXUINT64 && !piece_flush(p))
+		return false;
+	p->claimed_idx = G_MAXUINT64;
+	/* The size is known before the last chunk wakes its readers, so
+	 * they stop at the end. */
+	cfs_export_stream_ended(ex, p->pos, last);
+	return true;
+}
+
 /* The stream passes over the disk: it fills every chunk it can claim. */
 static bool stream_body(CfsHttpRequest *req, const void *data, gsize len)
 {
@@ -262,10 +285,18 @@ static bool stream_body(CfsHttpRequest *req, const void *data, gsize len)
 	guint64 chunk = cfs_cache_chunk_size(ex->cache);
 	const guint8 *bytes = data;
 
+	guint64 bound = stream_bound(ex->source);
+
 	__atomic_fetch_add(&ex->fetched, len, __ATOMIC_RELAXED);
-	while (len > 0 && p->pos < ex->source->size) {
+	if (bound != ex->source->size && p->pos + len > bound) {
+		p->error = g_error_new(CFS_ERROR, EIO, "the stream from %s is "
+				       "longer than %" G_GUINT64_FORMAT " bytes",
+				       req->host, bound);
+		return false;
+	}
+	while (len > 0 && p->pos < bound) {
 		guint64 idx = p->pos / chunk;
-		guint64 chunk_end = MIN((idx + 1) * chunk, ex->source->size);
+		guint64 chunk_end = MIN((idx + 1) * chunk, bound);
 		gsize n = (gsize)MIN((guint64)len, chunk_end - p->pos);
 
 		if (p->pos == idx * chunk) {
@@ -311,9 +342,12 @@ static void stream_done(CfsHttpRequest *req, const GError *error)
 
 	if (piece_reauth(p, req, error))
 		return;
+	if (!error && !p->error && ex->source->size == CFS_SIZE_UNKNOWN)
+		stream_end_unknown(p);
 	if (error || p->error)
 		failure = g_error_copy(p->error ? p->error : error);
-	else if (p->pos < ex->source->size)
+	else if (ex->source->size != CFS_SIZE_UNKNOWN &&
+		 p->pos < ex->source->size)
 		failure = g_error_new(CFS_ERROR, EIO, "stream from %s ended "
 				      "after %" G_GUINT64_FORMAT " of %"
 				      G_GUINT64_FORMAT " bytes", req->host,
@@ -419,6 +453,7 @@ void cfs_fetch_chunk(gpointer owner, guint64 idx, bool demand)
 {
 	CfsExport *ex = owner;
 	CfsSource *src = ex->source;
+	guint64 size;
 	bool released;
 
 	g_mutex_lock(&ex->lock);
@@ -431,6 +466,12 @@ void cfs_fetch_chunk(gpointer owner, guint64 idx, bool demand)
 			CFS_ERROR, EIO, "export released; open the file again");
 
 		cfs_cache_chunk_done(ex->cache, idx, error);
+		return;
+	}
+	if (src->size == CFS_SIZE_UNKNOWN &&
+	    cfs_export_file_size(ex, NULL, &size) &&
+	    idx * cfs_cache_chunk_size(ex->cache) >= size) {
+		cfs_cache_chunk_done(ex->cache, idx, NULL);	/* past the end */
 		return;
 	}
 	if (src->ops->pread) {

@@ -41,11 +41,14 @@ static void node_stat(CfsFs *fs, CfsNode *n, struct stat *st)
 		st->st_blocks = (st->st_size + 511) / 512;
 	}
 	st->st_blksize = 1024 * 1024;
+	st->st_mtim.tv_sec = (time_t)n->mtime;
+	st->st_ctim = st->st_mtim;
+	st->st_atim = st->st_mtim;
 }
 
 static double node_ttl(const CfsNode *n)
 {
-	if (n->kind == NODE_DISK)
+	if (n->kind == NODE_DISK || n->kind == NODE_EXTRA)
 		return DISK_TTL;
 	return n->kind == NODE_DIR ? DIR_TTL : 0.0;
 }
@@ -146,7 +149,7 @@ static void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	if (n->kind == NODE_DISK) {
+	if (n->kind == NODE_DISK || n->kind == NODE_EXTRA) {
 		guint64 size;
 
 		/* The bytes of an export never change while it lives; a
@@ -157,7 +160,15 @@ static void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else
 			fi->direct_io = 1;
 		fi->fh = 0;
-		cfs_export_open(n->ex);
+		if (n->kind == NODE_DISK) {
+			cfs_export_open(n->ex);
+		} else {
+			/* The content read is the one opened. */
+			CfsExtra *x = cfs_node_extra(fs, n);
+
+			cfs_extra_open(x);
+			fi->fh = (uint64_t)(uintptr_t)x;
+		}
 	} else {
 		gsize len;
 		GBytes *text;
@@ -187,6 +198,11 @@ static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		cfs_export_read(n->ex, n->format, req, size, off);
 		return;
 	}
+	if (n->kind == NODE_EXTRA) {
+		cfs_extra_read((CfsExtra *)(uintptr_t)fi->fh,
+			       fs->engine.ctx.control, req, size, off);
+		return;
+	}
 	/* Hold the snapshot over the reply: the reader may close the file,
 	 * and release free it, as soon as the reply is written. */
 	text = g_bytes_ref((GBytes *)(uintptr_t)fi->fh);
@@ -204,9 +220,12 @@ static void ops_release(fuse_req_t req, fuse_ino_t ino,
 	CfsFs *fs = ops_fs(req);
 	CfsNode *n = cfs_tree_get(fs, ino);
 
-	if (n && n->kind == NODE_DISK)
+	if (n && n->kind == NODE_DISK) {
 		cfs_export_release(n->ex);
-	else if (fi->fh)
+	} else if (n && n->kind == NODE_EXTRA) {
+		cfs_extra_release((CfsExtra *)(uintptr_t)fi->fh);
+		cfs_extra_unref((CfsExtra *)(uintptr_t)fi->fh);
+	} else if (fi->fh)
 		g_bytes_unref((GBytes *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }

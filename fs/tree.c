@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 /* The inode tree: providers, VMs, disks, views and virtual files. */
+#include <fnmatch.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "common/error.h"
 #include "common/util.h"
+#include "fs/metrics.h"
 #include "fs/tree.h"
 
 /* Tree lock held for writing. */
@@ -15,6 +19,7 @@ static CfsNode *node_new(CfsFs *fs, CfsNode *parent, const char *name,
 	n->kind = kind;
 	n->parent = parent;
 	n->linked = true;
+	n->mtime = parent ? parent->mtime : fs->mounted_at;
 	if (parent) {
 		n->slot = parent->slot;
 		n->path = *parent->path ? g_build_filename(parent->path, name,
@@ -62,10 +67,12 @@ void cfs_tree_init(CfsFs *fs)
 	CfsNode *root;
 
 	g_rw_lock_init(&fs->lock);
+	fs->mounted_at = g_get_real_time() / G_USEC_PER_SEC;
 	fs->nodes = g_ptr_array_new();
 	fs->exports = g_ptr_array_new();
 	root = dir_new(fs, NULL, "");
 	g_assert(root->ino == FUSE_ROOT_ID);
+	node_new(fs, root, ".metrics", NODE_METRICS);
 	for (guint i = 0; i < fs->slots->len; i++) {
 		CfsProviderSlot *slot = fs->slots->pdata[i];
 
@@ -83,6 +90,7 @@ static void node_free(CfsNode *n)
 	g_free(n->path);
 	g_free(n->error);
 	g_free(n->text);
+	g_clear_pointer(&n->extra, cfs_extra_unref);
 	if (n->children)
 		g_ptr_array_unref(n->children);
 	g_free(n);
@@ -113,6 +121,83 @@ CfsNode *cfs_tree_get(CfsFs *fs, fuse_ino_t ino)
 		n = fs->nodes->pdata[ino - 1];
 	g_rw_lock_reader_unlock(&fs->lock);
 	return n;
+}
+
+/* --- which VMs this mount shows --- */
+
+static GStrv slot_globs(GKeyFile *conf, const char *section, const char *key)
+{
+	g_autofree char *text = g_key_file_get_string(conf, section, key, NULL);
+	g_auto(GStrv) parts = text ? g_strsplit_set(text, ";,", -1) : NULL;
+	GPtrArray *out;
+
+	if (!parts)
+		return NULL;
+	out = g_ptr_array_new();
+	for (char **p = parts; *p; p++)
+		if (*g_strstrip(*p))
+			g_ptr_array_add(out, g_strdup(*p));
+	g_ptr_array_add(out, NULL);
+	return (GStrv)g_ptr_array_free(out, FALSE);
+}
+
+bool cfs_slot_load_filters(CfsProviderSlot *slot, GKeyFile *conf,
+			   const char *section, GError **error)
+{
+	g_autofree char *shard = g_key_file_get_string(conf, section, "shard",
+						       NULL);
+	guint k = 0, n = 0;
+	int end = -1;
+
+	slot->include = slot_globs(conf, section, "include");
+	slot->exclude = slot_globs(conf, section, "exclude");
+	slot->shard = 0;
+	slot->shards = 1;
+	if (!shard)
+		return true;
+	if (sscanf(shard, " %u / %u %n", &k, &n, &end) != 2 ||
+	    shard[end] || n == 0 || n > 100000 || k >= n) {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] shard: '%s' is not "
+			    "K/N with 0 <= K < N", section, shard);
+		return false;
+	}
+	slot->shard = k;
+	slot->shards = n;
+	return true;
+}
+
+static bool globs_match(const GStrv globs, const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	for (char **g = globs; g && *g; g++)
+		if (fnmatch(*g, path, 0) == 0 ||
+		    (base && fnmatch(*g, base + 1, 0) == 0))
+			return true;
+	return false;
+}
+
+bool cfs_slot_shows(const CfsProviderSlot *slot, const char *path)
+{
+	guint8 digest[32];
+	gsize len = sizeof(digest);
+	guint64 h = 0;
+	GChecksum *sum;
+
+	if (slot->include && !globs_match(slot->include, path))
+		return false;
+	if (globs_match(slot->exclude, path))
+		return false;
+	if (slot->shards <= 1)
+		return true;
+	/* Stable across hosts and releases: SHA-256 of the path. */
+	sum = g_checksum_new(G_CHECKSUM_SHA256);
+	g_checksum_update(sum, (const guchar *)path, -1);
+	g_checksum_get_digest(sum, digest, &len);
+	g_checksum_free(sum);
+	for (int i = 0; i < 8; i++)
+		h = h << 8 | digest[i];
+	return h % slot->shards == slot->shard;
 }
 
 /* --- applying an inventory --- */
@@ -148,6 +233,8 @@ static void file_new(CfsFs *fs, CfsNode *dir, CfsExport *ex,
 	file = node_new(fs, dir, name, NODE_DISK);
 	file->ex = ex;
 	file->format = format;
+	if (format)
+		cfs_export_add_view(ex, format);
 	progress = node_new(fs, dir, pname, NODE_PROGRESS);
 	progress->target = file;
 }
@@ -162,7 +249,8 @@ static void export_ready(CfsExport *ex, gpointer data)
 	for (guint i = 0; i < fs->nodes->len; i++) {
 		CfsNode *n = fs->nodes->pdata[i];
 
-		if (n->kind == NODE_DISK && n->ex == ex)
+		if ((n->kind == NODE_DISK && n->ex == ex) ||
+		    (n->kind == NODE_EXTRA && cfs_extra_uses(n->extra, ex)))
 			g_array_append_val(inos, n->ino);
 	}
 	g_rw_lock_reader_unlock(&fs->lock);
@@ -173,7 +261,8 @@ static void export_ready(CfsExport *ex, gpointer data)
 
 /* The files of a new disk: the main one (its bytes, or the view the
  * provider presents them as), then the views formats= asks for. Views
- * are only made of raw disks. */
+ * are made of raw disks, and of the disk inside a container (VHD, VHDX,
+ * VMDK bytes) through its reader. */
 static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
 {
 	CfsDisk *disk = cfs_export_disk(ex);
@@ -181,11 +270,12 @@ static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
 
 	file_new(fs, dir, ex, disk->present ? cfs_format_find(disk->present) :
 					      NULL);
-	for (guint f = 0; raw && f < fs->views->len; f++) {
+	for (guint f = 0; cfs_export_viewable(ex) && f < fs->views->len; f++) {
 		const CfsFormat *fmt = fs->views->pdata[f];
 
-		/* "raw" is the disk's own bytes, not a view. */
-		file_new(fs, dir, ex, g_str_equal(fmt->name, "raw") ? NULL : fmt);
+		/* "raw" of a raw disk is its own bytes, not a view. */
+		file_new(fs, dir, ex, raw && g_str_equal(fmt->name, "raw") ?
+				      NULL : fmt);
 	}
 	cfs_export_set_ready_hook(ex, export_ready, fs);
 }
@@ -205,17 +295,59 @@ static CfsExport *disk_existing(CfsNode *dir, const CfsDisk *disk)
 	return NULL;
 }
 
+/* The files made of metadata and disks: new content replaces the old
+ * (readers hold a reference), files the VM no longer has leave. Tree
+ * lock held. */
+static void vm_extra_files(CfsFs *fs, CfsNode *dir, CfsVm *vm,
+			   GPtrArray *exports)
+{
+	gint64 mtime = vm->mtime ? vm->mtime : g_get_real_time() / G_USEC_PER_SEC;
+
+	for (guint i = dir->children->len; i-- > 0;) {
+		CfsNode *c = dir->children->pdata[i];
+		bool keep = false;
+
+		for (guint f = 0; c->kind == NODE_EXTRA && f < vm->files->len;
+		     f++)
+			keep = keep || g_str_equal(c->name, ((CfsVmFile *)
+					vm->files->pdata[f])->name);
+		if (c->kind == NODE_EXTRA && !keep)
+			child_unlink(dir, c);
+	}
+	while (vm->files->len) {
+		CfsVmFile *file = g_ptr_array_steal_index(vm->files, 0);
+		g_autofree char *name = cfs_name_sanitize(file->name);
+		CfsNode *n = child_find(dir, name);
+
+		if (n && n->kind != NODE_EXTRA) {
+			g_warning("%s: a file named %s is there already",
+				  dir->path, name);
+			g_ptr_array_add(vm->files, file);	/* freed there */
+			break;
+		}
+		if (!n)
+			n = node_new(fs, dir, name, NODE_EXTRA);
+		g_clear_pointer(&n->extra, cfs_extra_unref);
+		n->extra = cfs_extra_new(file, exports, mtime);
+	}
+}
+
 static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 		     GHashTable *seen)
 {
 	CfsNode *dir = vm_dir(fs, slot->dir, vm->path);
 	CfsNode *info = child_find(dir, "info.json");
+	g_autoptr(GPtrArray) exports = g_ptr_array_new();
 
 	g_hash_table_add(seen, dir);
 	for (CfsNode *up = dir->parent; up && up != slot->dir; up = up->parent)
 		g_hash_table_add(seen, up);
 	g_free(dir->error);
 	dir->error = g_strdup(vm->error);
+	/* The VM's time (launch, last change) for its folder and files. */
+	dir->mtime = vm->mtime ? vm->mtime : fs->mounted_at;
+	for (guint i = 0; i < dir->children->len; i++)
+		((CfsNode *)dir->children->pdata[i])->mtime = dir->mtime;
 	if (!info)
 		info = node_new(fs, dir, "info.json", NODE_INFO);
 	g_free(info->text);
@@ -238,17 +370,20 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 	while (vm->disks->len) {
 		CfsDisk *disk = g_ptr_array_steal_index(vm->disks, 0);
 		g_autofree char *label = NULL;
-		CfsExport *ex;
+		CfsExport *ex = disk_existing(dir, disk);
 
-		if (disk_existing(dir, disk)) {
+		g_ptr_array_add(exports, ex);
+		if (ex) {
 			cfs_disk_free(disk);
 			continue;
 		}
 		label = g_strdup_printf("%s/%s", dir->path, disk->name);
 		ex = cfs_export_new(&fs->engine, slot->prov, disk, label);
+		exports->pdata[exports->len - 1] = ex;
 		g_ptr_array_add(fs->exports, ex);
 		disk_files(fs, dir, ex);
 	}
+	vm_extra_files(fs, dir, vm, exports);
 }
 
 /* Unlink VM folders the inventory no longer has. Tree lock held. */
@@ -283,8 +418,12 @@ static void slot_list_job(gpointer data)
 	g_free(slot->error);
 	slot->error = error ? g_strdup(error->message) : NULL;
 	if (!error) {
-		for (guint i = 0; i < vms->len; i++)
-			vm_apply(fs, slot, vms->pdata[i], seen);
+		for (guint i = 0; i < vms->len; i++) {
+			CfsVm *vm = vms->pdata[i];
+
+			if (cfs_slot_shows(slot, vm->path))
+				vm_apply(fs, slot, vm, seen);
+		}
 		prune(slot->dir, seen);
 	}
 	g_rw_lock_writer_unlock(&fs->lock);
@@ -392,6 +531,11 @@ bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size)
 		*size = strlen(node->text);
 		g_rw_lock_reader_unlock(&fs->lock);
 		return true;
+	case NODE_EXTRA: {
+		g_autoptr(CfsExtra) x = cfs_node_extra(fs, node);
+
+		return cfs_extra_size(x, size);
+	}
 	default:
 		return true;
 	}
@@ -413,6 +557,16 @@ static void slot_progress(CfsProviderSlot *slot, GString *out)
 		cfs_progress_failed(out, slot->dir->path, slot->error);
 }
 
+CfsExtra *cfs_node_extra(CfsFs *fs, CfsNode *node)
+{
+	CfsExtra *x;
+
+	g_rw_lock_reader_lock(&fs->lock);
+	x = cfs_extra_ref(node->extra);
+	g_rw_lock_reader_unlock(&fs->lock);
+	return x;
+}
+
 /* Lines for every file below @n. Tree lock held (read). */
 static void progress_collect(CfsNode *n, GString *out)
 {
@@ -432,8 +586,13 @@ static void progress_collect(CfsNode *n, GString *out)
 
 char *cfs_node_text(CfsFs *fs, CfsNode *node, gsize *len)
 {
-	GString *out = g_string_new(NULL);
+	GString *out;
 
+	if (node->kind == NODE_METRICS) {
+		cfs_tree_refresh(fs, node->parent);	/* never waits */
+		return cfs_metrics_text(fs, len);
+	}
+	out = g_string_new(NULL);
 	if (node->kind == NODE_PROGRESS)
 		cfs_tree_refresh(fs, node->target);
 	g_rw_lock_reader_lock(&fs->lock);

@@ -16,12 +16,15 @@
 #pragma once
 
 #include "fs/export.h"
+#include "fs/extra.h"
 
 typedef enum {
 	NODE_DIR,
 	NODE_DISK,
 	NODE_PROGRESS,
 	NODE_INFO,
+	NODE_EXTRA,	/* an OVF, an OVA: made of metadata and disks */
+	NODE_METRICS,	/* MOUNT/.metrics */
 } CfsNodeKind;
 
 typedef struct CfsProviderSlot CfsProviderSlot;
@@ -34,6 +37,8 @@ struct CfsNode {
 	char *path;		/* relative to the mount: "url/web01/disk.raw" */
 	CfsNode *parent;
 	CfsNodeKind kind;
+	gint64 mtime;		/* seconds since the epoch: what the provider
+				 * says of the VM, else the mount's time */
 	CfsProviderSlot *slot;	/* the provider folder it is in, or NULL */
 	bool linked;		/* protected by tree lock: still in its parent */
 	GPtrArray *children;	/* protected by tree lock (DIR) */
@@ -42,12 +47,17 @@ struct CfsNode {
 	CfsExport *ex;		/* DISK: its export */
 	const CfsFormat *format; /* DISK: the view's, or NULL: native bytes */
 	CfsNode *target;	/* PROGRESS: the file or folder it describes */
+	CfsExtra *extra;	/* protected by tree lock (EXTRA); readers
+				 * take a reference */
 };
 
 struct CfsProviderSlot {
 	CfsProvider *prov;
 	CfsFs *fs;
 	CfsNode *dir;
+	GStrv include;		/* globs on VM paths: shown if any matches */
+	GStrv exclude;		/* … and none of these */
+	guint shard, shards;	/* shard K of N: a hash of the VM's path */
 	GMutex lock;
 	GCond cond;		/* a listing finished */
 	gint64 listed_at;	/* protected by lock; 0: never */
@@ -61,6 +71,7 @@ struct CfsFs {
 	GPtrArray *views;		/* const CfsFormat*: formats= */
 	guint list_ttl_s;
 	guint list_wait_ms;		/* a first listing is waited for */
+	gint64 mounted_at;		/* seconds since the epoch */
 	uid_t uid;
 	gid_t gid;
 	char *mountpoint;
@@ -71,6 +82,14 @@ struct CfsFs {
 	GPtrArray *nodes;		/* protected by lock: ino - 1 -> node */
 	GPtrArray *exports;		/* protected by lock: all, for the end */
 };
+
+/* Read include, exclude and shard from a provider's section. Main
+ * thread; an error names the key. */
+bool cfs_slot_load_filters(CfsProviderSlot *slot, GKeyFile *conf,
+			   const char *section, GError **error);
+/* Whether this mount shows the VM at @path (its include, exclude and
+ * shard). Any thread. */
+bool cfs_slot_shows(const CfsProviderSlot *slot, const char *path);
 
 /* Build the root, its .progress and a folder per provider. */
 void cfs_tree_init(CfsFs *fs);
@@ -97,5 +116,7 @@ void cfs_tree_refresh(CfsFs *fs, CfsNode *node);
 /* The size of a file node; false if not known yet (a disk whose export
  * has not said). */
 bool cfs_node_size(CfsFs *fs, CfsNode *node, guint64 *size);
+/* A reference to what an EXTRA node holds now. Any thread. */
+CfsExtra *cfs_node_extra(CfsFs *fs, CfsNode *node);
 /* The text of a .progress or info.json node, freshly made. */
 char *cfs_node_text(CfsFs *fs, CfsNode *node, gsize *len);

@@ -32,6 +32,9 @@
 #include "providers/owner.h"
 
 #define CFS_SIZE_UNKNOWN G_MAXUINT64
+/* The largest disk cloudfs takes (64 TiB): what a source says beyond is
+ * an error, never an allocation. */
+#define CFS_DISK_SIZE_MAX (64ULL << 40)
 
 typedef struct CfsProvider CfsProvider;
 typedef struct CfsSource CfsSource;
@@ -165,6 +168,9 @@ struct CfsSource {
 	gpointer priv;
 
 	/* The engine's. */
+	bool complete;		/* set before export_end: every chunk was
+				 * fetched (else the export is given up:
+				 * abort a lease rather than complete it) */
 	gint64 expires;		/* atomic: real µs the grant ends; 0 never */
 	gint64 granted;		/* atomic: real µs it was obtained */
 	guint grant_gen;	/* atomic: renewals so far */

@@ -8,11 +8,13 @@
 extern const CfsProviderOps cfs_url_provider;
 extern const CfsProviderOps cfs_aws_provider;
 extern const CfsProviderOps cfs_azure_provider;
+extern const CfsProviderOps cfs_vsphere_provider;
 
 static const CfsProviderOps *const providers[] = {
 	&cfs_url_provider,
 	&cfs_aws_provider,
 	&cfs_azure_provider,
+	&cfs_vsphere_provider,
 	NULL,
 };
 

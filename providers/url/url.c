@@ -22,6 +22,8 @@
 #include "providers/provider.h"
 
 #define URL_RETRY_FAILED_S 10
+/* A stream without Content-Length may be this long at most. */
+#define URL_STREAM_MAX (1ULL << 40)
 
 typedef struct {
 	char *name;		/* sanitised VM name */
@@ -38,6 +40,7 @@ typedef struct {
 	CfsExtentMap *map;
 	char *identity;
 	char *etag;		/* a strong ETag, or NULL */
+	gint64 mtime;		/* Last-Modified or the file's, 0: unknown */
 } UrlImage;
 
 typedef struct {
@@ -98,9 +101,11 @@ static bool url_parse_entry(UrlImage *img, GError **error)
 	return false;
 }
 
-/* Keys of the [url] section that are HTTP settings, not images. */
+/* Keys of the [url] section that are settings, not images: HTTP, and
+ * the engine's (which VMs this mount shows). */
 static const char *const url_setting_keys[] = {
-	"insecure", "ca_file", "thumbprint", "client_cert", "client_key", NULL,
+	"insecure", "ca_file", "thumbprint", "client_cert", "client_key",
+	"include", "exclude", "shard", NULL,
 };
 
 static CfsProvider *url_create(GKeyFile *conf, const char *section,
@@ -187,6 +192,10 @@ static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 	} else if (req->status == 200 && req->content_length >= 0) {
 		img->size = (guint64)req->content_length;
 		img->random = false;
+	} else if (req->status == 200) {
+		/* A stream whose length shows at its end. */
+		img->size = CFS_SIZE_UNKNOWN;
+		img->random = false;
 	} else {
 		g_set_error(error, CFS_ERROR, EIO,
 			    "%s did not say the size of the image",
@@ -199,11 +208,14 @@ static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 					req->etag ? req->etag : "",
 					req->last_modified ?
 						req->last_modified : "");
+	img->mtime = req->last_modified ?
+			     MAX(curl_getdate(req->last_modified, NULL), 0) : 0;
 	g_free(img->etag);
 	/* Weak ETags cannot be used with If-Match. */
 	img->etag = req->etag && !g_str_has_prefix(req->etag, "W/") ?
 			    g_strdup(req->etag) : NULL;
-	map = cfs_extent_map_new_full(img->size);
+	if (img->size != CFS_SIZE_UNKNOWN)
+		map = cfs_extent_map_new_full(img->size);
 	g_clear_pointer(&img->map, cfs_extent_map_unref);
 	img->map = g_steal_pointer(&map);
 	return true;
@@ -251,6 +263,7 @@ static bool url_probe_file(UrlImage *img, GError **error)
 	}
 	img->size = (guint64)st.st_size;
 	img->random = true;
+	img->mtime = st.st_mtim.tv_sec;
 	g_clear_pointer(&img->map, cfs_extent_map_unref);
 	img->map = url_file_map(fd, img->size);
 	close(fd);
@@ -296,6 +309,11 @@ static char *url_info_json(const UrlImage *img)
 	if (img->error) {
 		json_object_object_add(o, "error",
 				       json_object_new_string(img->error));
+	} else if (img->size == CFS_SIZE_UNKNOWN) {
+		/* A stream without a length: known when it has ended. */
+		json_object_object_add(o, "size", NULL);
+		json_object_object_add(o, "source",
+				       json_object_new_string("stream"));
 	} else {
 		json_object_object_add(o, "size",
 				       json_object_new_int64((int64_t)img->size));
@@ -319,13 +337,15 @@ static bool url_list(CfsProvider *base, GPtrArray *vms, GError **error)
 
 		url_probe(base, img);
 		vm->info_json = url_info_json(img);
+		vm->mtime = img->mtime;
 		if (img->error) {
 			vm->error = g_strdup(img->error);
 		} else {
 			CfsDisk *disk = cfs_disk_new("disk", img->format,
 						     img->size);
 
-			disk->map = cfs_extent_map_ref(img->map);
+			disk->map = img->map ? cfs_extent_map_ref(img->map) :
+					       NULL;
 			g_autofree char *shown = cfs_url_redact(img->url);
 
 			/* Not the query string: a presigned or SAS URL that
@@ -417,8 +437,9 @@ static CfsSource *url_export_start(CfsProvider *base, CfsDisk *disk,
 	us->etag = g_strdup(img->etag);
 	src->settings = cfs_http_settings_ref(((UrlProvider *)base)->settings);
 	src->size = disk->size;
+	src->size_max = URL_STREAM_MAX;
 	src->random = img->random;
-	src->map = cfs_extent_map_ref(disk->map);
+	src->map = disk->map ? cfs_extent_map_ref(disk->map) : NULL;
 	src->identity = g_strdup(disk->id);
 	if (img->path) {
 		us->path = g_strdup(img->path);

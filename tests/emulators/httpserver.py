@@ -32,6 +32,8 @@ Fault parameters:
     cut_every=N      on every Nth request that was not failed, send the
                      headers and cut_after=K bytes of the body, then reset
     norange=1        ignore Range: answer 200 with the whole body
+    nolength=1       with norange: no Content-Length (a stream whose
+                     length shows at its end; the connection closes)
     stall=S          sleep S seconds before answering (stall_every=N: only
                      every Nth request)
     rate=B           send bodies at B bytes per second per connection
@@ -62,7 +64,7 @@ class Faults:
     INT_KEYS = ("status", "fail_every", "fail_status", "cut_every",
                 "cut_after", "stall_every", "rate", "seed", "retry_after")
     FLOAT_KEYS = ("fail_prob", "stall")
-    BOOL_KEYS = ("ranged_only", "norange")
+    BOOL_KEYS = ("ranged_only", "norange", "nolength")
 
     def __init__(self, params=None):
         self.path = None
@@ -74,6 +76,7 @@ class Faults:
         self.cut_every = 0
         self.cut_after = 0
         self.norange = False
+        self.nolength = False
         self.stall = 0.0
         self.stall_every = 1
         self.rate = 0
@@ -116,7 +119,8 @@ class Faults:
         Called with the server lock held."""
         self.seen += 1
         plan = {"status": self.status, "fail": 0, "cut": None,
-                "stall": 0.0, "norange": self.norange, "rate": self.rate}
+                "stall": 0.0, "norange": self.norange, "rate": self.rate,
+                "nolength": self.norange and self.nolength}
         if self.stall and self.seen % max(self.stall_every, 1) == 0:
             plan["stall"] = self.stall
         if self.status:
@@ -324,7 +328,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = end - start + 1
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
+        if plan and plan["nolength"] and not head:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(length))
         if rng:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
         if not (plan and plan["norange"]):
