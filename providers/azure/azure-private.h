@@ -30,7 +30,7 @@
 #define AZ_TAG_SOURCE "cloudfs-source"
 
 /* Disks larger than this are refused (Azure's largest is 64 TiB). */
-#define AZ_DISK_MAX (G_GUINT64_CONSTANT(64) << 40)
+#define AZ_DISK_MAX CFS_DISK_SIZE_MAX
 /* A fixed VHD ends with this footer; the page blob holds it. */
 #define AZ_VHD_FOOTER 512
 
