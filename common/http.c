@@ -181,7 +181,7 @@ void cfs_http_request_free(CfsHttpRequest *req)
 	if (!req)
 		return;
 	g_assert(!req->easy);
-	g_free(req->url);
+	cfs_secret_free(req->url);	/* may hold a SAS or a signature */
 	g_free(req->method);
 	g_free(req->host);
 	g_free(req->content_range);
@@ -533,6 +533,22 @@ static gint delayed_cmp(gconstpointer a, gconstpointer b)
 	       x->not_before > y->not_before ? 1 : 0;
 }
 
+/* Retry-After in seconds (a date is not worth the parsing here), at most
+ * @max; 0 when absent. */
+static double http_retry_after(const CfsHttpRequest *req, double max)
+{
+	const char *v = cfs_http_response_header(req, "retry-after");
+	char *end = NULL;
+	double s;
+
+	if (!v)
+		return 0;
+	s = g_ascii_strtod(v, &end);
+	if (end == v || *end || s < 0)
+		return 0;
+	return MIN(s, max);
+}
+
 static void http_retry_later(CfsHttp *http, CfsHttpRequest *req,
 			     bool throttled)
 {
@@ -543,6 +559,8 @@ static void http_retry_later(CfsHttp *http, CfsHttpRequest *req,
 		delay *= 4;
 	delay = MIN(delay, c->backoff_max_s);
 	delay *= 0.5 + g_random_double();	/* jitter */
+	if (throttled)	/* the server says when: no sooner */
+		delay = MAX(delay, http_retry_after(req, c->backoff_max_s));
 	req->not_before = g_get_monotonic_time() +
 			  (gint64)(delay * G_USEC_PER_SEC);
 	if (req->on_reset)
