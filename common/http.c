@@ -4,7 +4,6 @@
  * Requests arrive through a locked queue and curl_multi_wakeup(); failed
  * attempts wait in a list sorted by the time they may run again.
  */
-#include <glib/gstdio.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
