@@ -877,6 +877,18 @@ void cfs_cache_stats(CfsCache *c, CfsCacheStats *stats)
 	g_mutex_unlock(&c->lock);
 }
 
+bool cfs_cache_present_upto(CfsCache *c, guint64 end)
+{
+	guint64 n = MIN((end + c->chunk_size - 1) / c->chunk_size, c->n_chunks);
+	bool all = true;
+
+	g_mutex_lock(&c->lock);
+	for (guint64 i = 0; i < n && all; i++)
+		all = CHUNK_STATE(c->state[i]) == CHUNK_PRESENT;
+	g_mutex_unlock(&c->lock);
+	return all;
+}
+
 /* --- eviction (called by the store, no lock held) --- */
 
 void cfs_cache_collect_ticks(CfsCache *c, GArray *ticks)

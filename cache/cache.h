@@ -55,6 +55,9 @@ CfsStore *cfs_store_new(const char *dir, guint64 limit, guint64 min_free,
 /* All caches must be closed first. */
 void cfs_store_free(CfsStore *store);
 guint64 cfs_store_limit(CfsStore *store);
+/* Bytes the cache folder holds (chunks of open and closed exports). Any
+ * thread. */
+guint64 cfs_store_usage(CfsStore *store);
 
 /*
  * Open (or resume) the cache of one export. @key identifies the exported
@@ -131,3 +134,6 @@ typedef struct {
 } CfsCacheStats;
 
 void cfs_cache_stats(CfsCache *cache, CfsCacheStats *stats);
+
+/* Whether every chunk holding bytes below @end is present. Any thread. */
+bool cfs_cache_present_upto(CfsCache *cache, guint64 end);

@@ -287,6 +287,16 @@ guint64 cfs_store_limit(CfsStore *store)
 	return store->limit;
 }
 
+guint64 cfs_store_usage(CfsStore *store)
+{
+	guint64 usage;
+
+	g_mutex_lock(&store->lock);
+	usage = store->usage;
+	g_mutex_unlock(&store->lock);
+	return usage;
+}
+
 /* Store lock held. */
 static void store_forget_dormant(CfsStore *store, const char *name)
 {

@@ -163,6 +163,17 @@ bool cfs_http_on_network_thread(void);
  * top of every function that may block. */
 #define cfs_assert_may_block() g_assert(!cfs_http_on_network_thread())
 
+/* What the network thread did since it started; counters only grow. */
+typedef struct {
+	guint64 attempts;	/* requests started, retries included */
+	guint64 retries;	/* attempts after a failed one */
+	guint64 throttled;	/* answers that said "too fast" */
+	guint64 failed;		/* requests that ended in an error */
+} CfsHttpStats;
+
+/* A snapshot of the counters. Any thread. */
+void cfs_http_stats(CfsHttp *http, CfsHttpStats *stats);
+
 /* Default configuration; caller owns nothing. */
 void cfs_http_config_init(CfsHttpConfig *config);
 

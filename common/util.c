@@ -159,3 +159,12 @@ double cfs_now(void)
 {
 	return (double)g_get_monotonic_time() / G_USEC_PER_SEC;
 }
+
+gint64 cfs_parse_iso8601(const char *text)
+{
+	g_autoptr(GTimeZone) utc = g_time_zone_new_utc();
+	g_autoptr(GDateTime) dt = text ? g_date_time_new_from_iso8601(text, utc)
+				       : NULL;
+
+	return dt ? MAX(g_date_time_to_unix(dt), 0) : 0;
+}

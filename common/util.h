@@ -41,5 +41,9 @@ char *cfs_name_sanitize(const char *name);
  * Transfer full. */
 char *cfs_format_bytes(double bytes);
 
+/* Seconds since the epoch of an ISO 8601 time ("2024-05-01T10:00:00Z",
+ * with a fraction or an offset), or 0 for NULL or anything else. */
+gint64 cfs_parse_iso8601(const char *text);
+
 /* Monotonic seconds as a double, for rates. */
 double cfs_now(void);

@@ -56,6 +56,17 @@ struct CfsExport {
 	guint64 rate_bytes;	/* protected by lock */
 
 	guint64 fetched;	/* atomic: bytes that landed, the counter */
+	guint64 served;		/* atomic: bytes answered to readers */
+	guint64 read_bytes;	/* atomic: bytes asked for since the export
+				 * started (a glance, or a real read?) */
+	bool cancel;		/* protected by engine->stop_lock: closed
+				 * after a glance while preparing */
+	guint run_opens;	/* protected by lock: opens since it started */
+	gint64 glance_at;	/* protected by lock: when the last file was
+				 * closed after a glance; 0: none pending */
+	CfsTimer *glance_timer;	/* protected by lock: gives it back */
+	guint64 hits;		/* atomic: reads answered from the cache */
+	guint64 misses;		/* atomic: reads that waited for chunks */
 	guint64 cached;		/* what the cache held at list time */
 	bool streaming;		/* protected by lock: a stream runs */
 	bool released;		/* protected by lock: export_end was called */
@@ -77,10 +88,11 @@ bool cfs_cache_read_wait(CfsCache *cache, const CfsExtent *ranges, guint n,
 /* The size the native bytes have or may have: the exact size if known,
  * else the stream's bound. False before the export is ready. */
 bool cfs_export_size_bound(CfsExport *ex, guint64 *size);
-/* A stream of unknown length ended after @size bytes: chunks past the
- * end are complete (empty), the size is known, and the views and the
- * kernel learn of it on the control pool. Network thread. */
-void cfs_export_stream_ended(CfsExport *ex, guint64 size);
+/* A stream of unknown length ended after @size bytes: the size is known,
+ * then its last chunk @last (G_MAXUINT64: none) and the chunks past the
+ * end are complete, and the views and the kernel learn of it on the
+ * control pool. Network thread. */
+void cfs_export_stream_ended(CfsExport *ex, guint64 size, guint64 last);
 /* Whether the read of a view must wait for the end of a stream of
  * unknown length; if so it was parked (and the stream started). */
 bool cfs_export_park_for_stream(CfsExport *ex, gpointer read_ctx,

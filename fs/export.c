@@ -94,16 +94,34 @@ CfsExport *cfs_export_new(CfsEngine *engine, CfsProvider *prov,
 	return ex;
 }
 
+/* Whether every chunk is in: for a stream of unknown length, every chunk
+ * up to its end, once it ended. Export lock held. */
+static bool export_complete(CfsExport *ex)
+{
+	CfsCacheStats st;
+
+	if (ex->source->size == CFS_SIZE_UNKNOWN)
+		return ex->stream_size != CFS_SIZE_UNKNOWN &&
+		       cfs_cache_present_upto(ex->cache, ex->stream_size);
+	cfs_cache_stats(ex->cache, &st);
+	return st.present == st.total && st.inflight == 0;
+}
+
 void cfs_export_end(CfsExport *ex)
 {
+	CfsTimer *glance_timer;
 	bool end;
 
 	g_mutex_lock(&ex->lock);
 	while (ex->state == EXPORT_PREPARING)
 		g_cond_wait(&ex->cond, &ex->lock);
 	end = ex->source && !ex->released && ex->prov->ops->export_end;
+	if (end)
+		ex->source->complete = export_complete(ex);
 	ex->released = true;
+	glance_timer = g_steal_pointer(&ex->glance_timer);
 	g_mutex_unlock(&ex->lock);
+	cfs_timer_free(glance_timer);
 	cfs_grant_stop(ex);
 	if (end)
 		ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
@@ -138,6 +156,16 @@ CfsDisk *cfs_export_disk(CfsExport *ex)
 	return ex->disk;
 }
 
+CfsProvider *cfs_export_provider(CfsExport *ex)
+{
+	return ex->prov;
+}
+
+const char *cfs_export_path(CfsExport *ex)
+{
+	return ex->path;
+}
+
 static void export_phase(CfsExportReport *report, const char *phase,
 			 double percent)
 {
@@ -161,11 +189,11 @@ static bool export_wait(CfsExportReport *report, double seconds)
 	bool go_on;
 
 	g_mutex_lock(&engine->stop_lock);
-	while (!engine->stopping &&
+	while (!engine->stopping && !ex->cancel &&
 	       g_cond_wait_until(&engine->stop_cond, &engine->stop_lock,
 				 until))
 		;
-	go_on = !engine->stopping;
+	go_on = !engine->stopping && !ex->cancel;
 	g_mutex_unlock(&engine->stop_lock);
 	return go_on;
 }
@@ -192,9 +220,16 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
  * keeps serving reads; an open that needs more starts a new export. */
 static void export_end_job(CfsExport *ex)
 {
+	bool complete;
+
 	cfs_grant_stop(ex);
+	g_mutex_lock(&ex->lock);
+	complete = export_complete(ex);
+	g_mutex_unlock(&ex->lock);
+	ex->source->complete = complete;
 	ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
-	g_message("%s: complete, export released", ex->path);
+	g_message("%s: %s, export released", ex->path,
+		  complete ? "complete" : "closed after a glance");
 }
 
 /* --- container disks --- */
@@ -266,6 +301,32 @@ static bool export_check_source(CfsExport *ex, CfsSource *src,
 	return true;
 }
 
+/* Closed after a glance while it was prepared, and not opened again:
+ * give back what was made and be idle. Control pool. */
+static bool export_cancelled(CfsExport *ex, CfsSource **src)
+{
+	bool cancel;
+
+	g_mutex_lock(&ex->engine->stop_lock);
+	cancel = ex->cancel;
+	g_mutex_unlock(&ex->engine->stop_lock);
+	g_mutex_lock(&ex->lock);
+	cancel = cancel && ex->opens == 0 && ex->parked->len == 0;
+	if (cancel) {
+		ex->state = EXPORT_IDLE;
+		g_clear_pointer(&ex->phase, g_free);
+		g_cond_broadcast(&ex->cond);
+	}
+	g_mutex_unlock(&ex->lock);
+	if (!cancel)
+		return false;
+	if (*src && ex->prov->ops->export_end)
+		ex->prov->ops->export_end(ex->prov, ex->disk, *src);
+	g_clear_pointer(src, cfs_source_free);
+	g_message("%s: closed after a glance, export cancelled", ex->path);
+	return true;
+}
+
 static void export_start_job(CfsExport *ex)
 {
 	CfsEngine *engine = ex->engine;
@@ -292,8 +353,15 @@ static void export_start_job(CfsExport *ex)
 	g_clear_pointer(&ex->cache, cfs_cache_close);
 	g_clear_pointer(&ex->source, cfs_source_free);
 	ex->released = false;
+	g_mutex_lock(&engine->stop_lock);
+	ex->cancel = false;
+	g_mutex_unlock(&engine->stop_lock);
 	src = ex->prov->ops->export_start(ex->prov, ex->disk,
 					  &ex->report, &error);
+	if (export_cancelled(ex, &src)) {
+		g_clear_error(&error);
+		return;
+	}
 	if (src && !export_check_source(ex, src, &error)) {
 		if (ex->prov->ops->export_end)
 			ex->prov->ops->export_end(ex->prov, ex->disk, src);
@@ -390,14 +458,6 @@ static void export_push_job(CfsExport *ex, bool end)
 	cfs_control_push(ex->engine->ctx.control, export_job, job);
 }
 
-/* Whether every chunk is in. */
-static bool export_complete(CfsCache *cache)
-{
-	CfsCacheStats st;
-
-	cfs_cache_stats(cache, &st);
-	return st.present == st.total && st.inflight == 0;
-}
 
 void cfs_export_open(CfsExport *ex)
 {
@@ -406,13 +466,18 @@ void cfs_export_open(CfsExport *ex)
 
 	g_mutex_lock(&ex->lock);
 	ex->opens++;
+	ex->glance_at = 0;	/* opened again: no glance */
 	if (ex->state == EXPORT_IDLE || ex->state == EXPORT_FAILED ||
 	    (ex->state == EXPORT_READY && ex->released && ex->opens == 1 &&
-	     !export_complete(ex->cache))) {
+	     !export_complete(ex))) {
 		ex->state = EXPORT_PREPARING;
 		g_clear_pointer(&ex->error, g_free);
 		start = true;
+		/* A new export: what counts as a glance starts again. */
+		__atomic_store_n(&ex->read_bytes, 0, __ATOMIC_RELAXED);
+		ex->run_opens = 0;
 	}
+	ex->run_opens++;
 	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
 	g_mutex_unlock(&ex->lock);
 	if (start)
@@ -421,25 +486,97 @@ void cfs_export_open(CfsExport *ex)
 		cfs_cache_add_readers(cache, 1);
 }
 
+/* Files closed after a glance (a file manager sniffing types, `file`
+ * reading 7 MiB at each end, a thumbnailer): at most this much was read
+ * per open since the export started. */
+#define GLANCE_BYTES (16ULL << 20)
+/* … and not opened again for this long. */
+#define GLANCE_DELAY_US (5 * G_USEC_PER_SEC)
+
+/* Browsing must not cost money: an export whose files were all closed
+ * after a glance, and not opened again for a few seconds, is given back
+ * (a snapshot, a grant, an export task released at once); the next real
+ * read starts a new one. Export lock held. */
+static bool export_glanced(CfsExport *ex)
+{
+	return ex->prov->ops->export_end &&
+	       __atomic_load_n(&ex->read_bytes, __ATOMIC_RELAXED) <=
+		       GLANCE_BYTES * MAX(ex->run_opens, 1) &&
+	       (ex->state == EXPORT_PREPARING ||
+		(ex->state == EXPORT_READY && !ex->released &&
+		 !export_complete(ex)));
+}
+
+/* Control pool: give back an export closed after a glance, once it has
+ * stayed closed a while. */
+static void export_glance_tick(gpointer data)
+{
+	CfsExport *ex = data;
+	bool cancel = false, end = false;
+
+	g_mutex_lock(&ex->job_lock);
+	g_mutex_lock(&ex->lock);
+	if (ex->glance_at && ex->opens == 0 &&
+	    g_get_monotonic_time() - ex->glance_at >= GLANCE_DELAY_US) {
+		ex->glance_at = 0;
+		cancel = ex->state == EXPORT_PREPARING;
+		end = export_glanced(ex) && ex->state == EXPORT_READY;
+		if (end)
+			ex->released = true;
+	}
+	g_mutex_unlock(&ex->lock);
+	if (cancel) {
+		g_mutex_lock(&ex->engine->stop_lock);
+		ex->cancel = true;
+		g_cond_broadcast(&ex->engine->stop_cond);	/* export_wait() */
+		g_mutex_unlock(&ex->engine->stop_lock);
+	}
+	if (end)
+		export_end_job(ex);
+	g_mutex_unlock(&ex->job_lock);
+}
+
 void cfs_export_release(CfsExport *ex)
 {
 	CfsCache *cache;
-
-	bool end = false;
+	CfsTimer *timer = NULL;
+	bool end = false, glance = false;
 
 	g_mutex_lock(&ex->lock);
 	ex->opens--;
 	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
 	if (cache && ex->opens == 0 && !ex->released &&
-	    ex->prov->ops->export_end && export_complete(cache)) {
+	    ex->prov->ops->export_end && export_complete(ex)) {
 		ex->released = true;
 		end = true;
+	} else if (ex->opens == 0 && export_glanced(ex)) {
+		ex->glance_at = g_get_monotonic_time();
+		glance = !ex->glance_timer;
 	}
 	g_mutex_unlock(&ex->lock);
 	if (cache)
 		cfs_cache_add_readers(cache, -1);
+	if (glance)
+		timer = cfs_timer_new(ex->engine->ctx.control,
+				      GLANCE_DELAY_US / 2.0 / G_USEC_PER_SEC,
+				      export_glance_tick, ex);
+	if (timer) {
+		g_mutex_lock(&ex->lock);
+		if (ex->glance_timer)
+			glance = false;
+		else
+			ex->glance_timer = timer;
+		g_mutex_unlock(&ex->lock);
+		if (!glance)
+			cfs_timer_free(timer);
+	}
 	if (end)
 		export_push_job(ex, true);
+}
+
+void cfs_export_count_read(CfsExport *ex, guint64 bytes)
+{
+	__atomic_fetch_add(&ex->read_bytes, bytes, __ATOMIC_RELAXED);
 }
 
 /* --- files: the native bytes and views of them --- */
@@ -587,7 +724,7 @@ static void stream_end_job(gpointer data)
 	cfs_engine_job_end(engine);
 }
 
-void cfs_export_stream_ended(CfsExport *ex, guint64 size)
+void cfs_export_stream_ended(CfsExport *ex, guint64 size, guint64 last)
 {
 	guint64 chunk = cfs_cache_chunk_size(ex->cache);
 	guint64 n = cfs_cache_n_chunks(ex->cache);
@@ -599,6 +736,8 @@ void cfs_export_stream_ended(CfsExport *ex, guint64 size)
 	g_mutex_unlock(&ex->lock);
 	g_message("%s: the stream ended after %" G_GUINT64_FORMAT " bytes",
 		  ex->path, size);
+	if (last != G_MAXUINT64)
+		cfs_cache_chunk_done(ex->cache, last, NULL);
 	/* Chunks past the end hold nothing: complete, so their readers
 	 * wake (and read the end of the file). */
 	for (guint64 idx = (size + chunk - 1) / chunk; idx < n; idx++)

@@ -55,11 +55,16 @@ void cfs_export_end(CfsExport *ex);
 void cfs_export_free(CfsExport *ex);
 
 CfsDisk *cfs_export_disk(CfsExport *ex);
+CfsProvider *cfs_export_provider(CfsExport *ex);
+/* "url/web01/disk": the disk's files without their extension. */
+const char *cfs_export_path(CfsExport *ex);
 
 /* A disk file was opened or released: starts the export on the first
  * open. Never waits. Any FUSE thread. */
 void cfs_export_open(CfsExport *ex);
 void cfs_export_release(CfsExport *ex);
+/* A reader asked for @bytes of the disk's files. Any thread. */
+void cfs_export_count_read(CfsExport *ex, guint64 bytes);
 
 /* Answer a FUSE read of the native bytes (@fmt NULL) or of a view in
  * format @fmt. Replies now, or later from another thread (after the
@@ -106,6 +111,14 @@ bool cfs_export_file_size(CfsExport *ex, const CfsFormat *fmt,
 typedef void (*CfsExportReadyFn)(CfsExport *ex, gpointer data);
 void cfs_export_set_ready_hook(CfsExport *ex, CfsExportReadyFn fn,
 			       gpointer data);
+
+/* The numbers .metrics shows of an export. Any thread. */
+typedef struct {
+	const char *state;	/* as .progress says it */
+	guint64 fetched, served, hits, misses;
+	guint64 present, total;	/* bytes in the cache, bytes to have */
+} CfsExportNumbers;
+void cfs_export_numbers(CfsExport *ex, CfsExportNumbers *n);
 
 /* Append the .progress line of the file @path (relative to the mount). */
 void cfs_export_progress(CfsExport *ex, const char *path, GString *out);

@@ -266,14 +266,14 @@ static guint64 stream_bound(const CfsSource *src)
 static bool stream_end_unknown(Piece *p)
 {
 	CfsExport *ex = p->ex;
+	guint64 last = p->claimed_idx;
 
-	if (p->claimed_idx != G_MAXUINT64) {
-		if (!piece_flush(p))
-			return false;
-		cfs_cache_chunk_done(ex->cache, p->claimed_idx, NULL);
-		p->claimed_idx = G_MAXUINT64;
-	}
-	cfs_export_stream_ended(ex, p->pos);
+	if (last != G_MAXUINT64 && !piece_flush(p))
+		return false;
+	p->claimed_idx = G_MAXUINT64;
+	/* The size is known before the last chunk wakes its readers, so
+	 * they stop at the end. */
+	cfs_export_stream_ended(ex, p->pos, last);
 	return true;
 }
 

@@ -6,6 +6,7 @@
  * daemonizing, runs the FUSE session, and tears down in order.
  */
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,31 +86,44 @@ static void usage(const char *prog)
 	g_autofree char *config = default_config();
 	g_autofree char *cache_dir = default_cache_dir();
 
-	printf("usage: %s [options] MOUNTPOINT\n\n"
-	       "Presents the disks of cloud and hypervisor VMs as files.\n\n"
-	       "cloudfs options:\n"
+	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n\n"
+	       "Presents the disks of cloud and hypervisor VMs as files.\n"
+	       "SOURCE is ignored (fstab: cloudfs /mnt/clouds fuse.cloudfs "
+	       "OPTIONS 0 0).\n\n"
+	       "Configuration:\n"
 	       "    -o config=FILE       config file (%s)\n"
+	       "\nCache:\n"
 	       "    -o cache_dir=DIR     cache folder (%s)\n"
-	       "    -o cache_size=SIZE   bytes of disk data to keep (8G; 0: no limit)\n"
-	       "    -o min_free=SIZE     free space to leave on the cache's disk (1G)\n"
+	       "    -o cache_size=SIZE   disk data to keep (8G; 0: no limit)\n"
+	       "    -o min_free=SIZE     free space to leave on the cache's "
+	       "disk (1G)\n"
 	       "    -o chunk_size=SIZE   unit of transfer and caching (4M)\n"
-	       "    -o parallel=N        range requests in flight per export (4)\n"
-	       "    -o formats=LIST      extra views of raw disks, e.g. vmdk:qcow2\n"
-	       "                         (raw, vhd, vmdk, vhdx, qcow2)\n"
-	       "    -o list_ttl=SECONDS  how long an inventory is trusted (60)\n"
-	       "    -o list_wait=MS      how long a provider's folder waits for\n"
-	       "                         its first listing (3000)\n"
-	       "    -o stall_timeout=SECONDS  retry a transfer this long under\n"
-	       "                         1 KiB/s (30)\n"
+	       "\nTransfers:\n"
+	       "    -o parallel=N        range requests in flight per export "
+	       "(4)\n"
+	       "    -o stall_timeout=SECONDS  retry a transfer this long under "
+	       "1 KiB/s (30)\n"
 	       "    -o read_ahead=SIZE   kernel read-ahead of the mount (1M)\n"
-	       "    -o log=FILE          log to FILE (default: stderr)\n"
-	       "    -o verbose           log debug messages\n"
-	       "    -o insecure          do not verify TLS certificates\n"
+	       "    -o insecure          do not verify TLS certificates, for "
+	       "every provider (off)\n"
+	       "\nFiles:\n"
+	       "    -o formats=LIST      extra views of each disk, e.g. "
+	       "raw:vmdk:qcow2\n"
+	       "                         (raw, vhd, vmdk, vhdx, qcow2; none)\n"
 	       "    -o uid=N,gid=N       owner of every file (the mounting user)\n"
 	       "    -o umask=M           taken from 0444 (files) and 0555\n"
 	       "                         (folders): 0277 makes them 0400/0500\n"
 	       "                         (the default); with allow_other, 0222\n"
-	       "                         lets every local user read every disk\n\n",
+	       "                         lets every local user read every disk\n"
+	       "\nInventory:\n"
+	       "    -o list_ttl=SECONDS  how long an inventory is trusted (60)\n"
+	       "    -o list_wait=MS      how long a provider's folder waits "
+	       "for its first\n"
+	       "                         listing (3000)\n"
+	       "\nLogging:\n"
+	       "    -o log=FILE          log to FILE (stderr with -f, else "
+	       "syslog)\n"
+	       "    -o verbose           log debug messages (off)\n\n",
 	       prog, config, cache_dir);
 }
 
@@ -178,6 +192,11 @@ static bool load_providers(CfsFs *fs, const char *path, bool given,
 		g_mutex_init(&slot->lock);
 		g_cond_init(&slot->cond);
 		g_ptr_array_add(fs->slots, slot);
+		if (!cfs_slot_load_filters(slot, conf, *g, &local)) {
+			g_set_error(error, CFS_ERROR, EINVAL,
+				    "config file %s: %s", path, local->message);
+			return false;
+		}
 	}
 	return true;
 }
@@ -257,6 +276,8 @@ static void slots_free(CfsFs *fs)
 		g_autofree char *name = slot->prov->name;
 
 		slot->prov->ops->free(slot->prov);
+		g_strfreev(slot->include);
+		g_strfreev(slot->exclude);
 		g_mutex_clear(&slot->lock);
 		g_cond_clear(&slot->cond);
 		g_free(slot->error);
@@ -266,9 +287,36 @@ static void slots_free(CfsFs *fs)
 	g_clear_pointer(&fs->views, g_ptr_array_unref);
 }
 
+/*
+ * mount(8) runs "cloudfs SOURCE MOUNTPOINT -o …" for an fstab line of
+ * type fuse.cloudfs: with two operands, the first is that source (any
+ * word; "cloudfs" by convention) and is dropped.
+ */
+static int drop_source_operand(int argc, char *argv[])
+{
+	int operands[2], n = 0;
+
+	for (int i = 1; i < argc && n <= 2; i++) {
+		if (g_str_equal(argv[i], "-o")) {
+			i++;	/* its value */
+			continue;
+		}
+		if (argv[i][0] == '-')
+			continue;
+		if (n < 2)
+			operands[n] = i;
+		n++;
+	}
+	if (n != 2)
+		return argc;
+	memmove(&argv[operands[0]], &argv[operands[0] + 1],
+		(size_t)(argc - operands[0]) * sizeof(char *));
+	return argc - 1;
+}
+
 int main(int argc, char *argv[])
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_loop_config loop = { .clone_fd = 0,
 					 .max_idle_threads = 16 };
@@ -286,12 +334,16 @@ int main(int argc, char *argv[])
 
 	/* Memory holds secrets: no core dumps, no ptrace by other users. */
 	cfs_process_harden();
+	argc = drop_source_operand(argc, argv);
+	args.argc = argc;
+	args.argv = argv;
 	if (fuse_opt_parse(&args, &opts, cfs_opts, NULL) != 0 ||
 	    fuse_parse_cmdline(&args, &cmd) != 0)
 		return 1;
 	if (cmd.show_version) {
-		printf("cloudfs %s (libfuse %s, %s)\n", CFS_VERSION,
-		       fuse_pkgversion(), curl_version());
+		printf("cloudfs %s\nlibfuse %s\n%s\n%s\n", CFS_VERSION,
+		       fuse_pkgversion(), curl_version(),
+		       OpenSSL_version(OPENSSL_VERSION));
 		ret = 0;
 		goto out_args;
 	}

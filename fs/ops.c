@@ -41,6 +41,9 @@ static void node_stat(CfsFs *fs, CfsNode *n, struct stat *st)
 		st->st_blocks = (st->st_size + 511) / 512;
 	}
 	st->st_blksize = 1024 * 1024;
+	st->st_mtim.tv_sec = (time_t)n->mtime;
+	st->st_ctim = st->st_mtim;
+	st->st_atim = st->st_mtim;
 }
 
 static double node_ttl(const CfsNode *n)

@@ -8,6 +8,8 @@
  * landing per second since the last look. The path and the error never
  * hold a byte that would split a field: see progress_escape().
  */
+#include <string.h>
+
 #include "common/util.h"
 #include "fs/export-private.h"
 
@@ -92,74 +94,109 @@ void cfs_progress_failed(GString *out, const char *path, const char *error)
 	g_string_append_c(out, '\n');
 }
 
-void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
-{
-	CfsCacheStats st = { 0 };
+/* Where an export stands, as .progress and .metrics tell it. */
+typedef struct {
 	const char *state;
-	g_autofree char *phase = NULL, *error = NULL, *rate_text = NULL;
-	g_autofree char *eta = NULL;
-	double rate, percent;
+	char *phase;
+	char *error;
+	double rate;
+	CfsCacheStats st;
+	bool unknown;		/* a stream whose length is not known yet */
+} ProgressState;
+
+static void progress_state(CfsExport *ex, ProgressState *p)
+{
 	CfsCache *cache = NULL;
 	ExportState es;
-	bool unknown = false;
-	guint64 stream_size = CFS_SIZE_UNKNOWN;
+	guint64 stream_size;
 
+	memset(p, 0, sizeof(*p));
 	g_mutex_lock(&ex->lock);
 	es = ex->state;
 	cache = es == EXPORT_READY ? ex->cache : NULL;
-	unknown = cache && ex->source->size == CFS_SIZE_UNKNOWN;
 	stream_size = ex->stream_size;
-	phase = ex->phase ? g_strdup_printf("%s:%.0f%%", ex->phase,
-					    ex->phase_percent) :
-			    g_strdup("-");
-	error = g_strdup(ex->error);
-	rate = progress_rate(ex);
+	p->unknown = cache && ex->source->size == CFS_SIZE_UNKNOWN &&
+		     stream_size == CFS_SIZE_UNKNOWN;
+	p->phase = ex->phase ? g_strdup_printf("%s:%.0f%%", ex->phase,
+					       ex->phase_percent) :
+			       g_strdup("-");
+	p->error = g_strdup(ex->error);
+	p->rate = progress_rate(ex);
 	g_mutex_unlock(&ex->lock);
 
 	if (cache) {
-		cfs_cache_stats(cache, &st);
-		/* A stream of unknown length: no total until it ended. */
-		st.total = unknown ? (stream_size == CFS_SIZE_UNKNOWN ? 0 :
-				      stream_size) : st.total;
-		st.present = unknown ? MIN(st.present, st.total ? st.total :
-					   (guint64)__atomic_load_n(
-						   &ex->fetched,
-						   __ATOMIC_RELAXED)) :
-				       st.present;
+		cfs_cache_stats(cache, &p->st);
+		if (ex->source->size == CFS_SIZE_UNKNOWN) {
+			/* A stream: no total until it ended. */
+			p->st.total = p->unknown ? 0 : stream_size;
+			p->st.present = p->unknown ?
+				__atomic_load_n(&ex->fetched, __ATOMIC_RELAXED) :
+				MIN(p->st.present, p->st.total);
+		}
 	} else {
-		st.total = progress_total(ex->disk->map, ex->engine->chunk_size);
-		st.present = MIN(ex->cached, st.total);
+		p->st.total = progress_total(ex->disk->map,
+					     ex->engine->chunk_size);
+		p->st.present = MIN(ex->cached, p->st.total);
 	}
-	if (error)
-		state = "failed";
+	if (p->error)
+		p->state = "failed";
 	else if (es == EXPORT_PREPARING)
-		state = "preparing";
-	else if (unknown && stream_size == CFS_SIZE_UNKNOWN)
-		state = "transferring";
-	else if (st.present == st.total && (st.total || cache))
-		state = "complete";	/* an all-hole disk once opened */
-	else if (cache && st.inflight > 0)
-		state = "transferring";
+		p->state = "preparing";
+	else if (p->unknown)
+		p->state = "transferring";
+	else if (p->st.present == p->st.total && (p->st.total || cache))
+		p->state = "complete";	/* an all-hole disk once opened */
+	else if (cache && p->st.inflight > 0)
+		p->state = "transferring";
 	else
-		state = "idle";
-	percent = st.total ? 100.0 * (double)st.present / (double)st.total :
-			     (cache && !unknown ? 100.0 : 0.0);
-	if (g_str_equal(state, "transferring") && rate > 0 &&
-	    st.total > st.present)
-		eta = g_strdup_printf("%.0fs", (double)(st.total - st.present) /
-					       rate);
+		p->state = "idle";
+}
+
+void cfs_export_numbers(CfsExport *ex, CfsExportNumbers *n)
+{
+	ProgressState p;
+
+	progress_state(ex, &p);
+	n->state = p.state;
+	n->present = p.st.present;
+	n->total = p.st.total;
+	n->fetched = __atomic_load_n(&ex->fetched, __ATOMIC_RELAXED);
+	n->served = __atomic_load_n(&ex->served, __ATOMIC_RELAXED);
+	n->hits = __atomic_load_n(&ex->hits, __ATOMIC_RELAXED);
+	n->misses = __atomic_load_n(&ex->misses, __ATOMIC_RELAXED);
+	g_free(p.phase);
+	g_free(p.error);
+}
+
+void cfs_export_progress(CfsExport *ex, const char *path, GString *out)
+{
+	ProgressState p;
+	g_autofree char *rate_text = NULL, *eta = NULL;
+	bool moving;
+	double percent;
+
+	progress_state(ex, &p);
+	moving = g_str_equal(p.state, "transferring");
+	percent = p.st.total ? 100.0 * (double)p.st.present /
+				       (double)p.st.total :
+			       (g_str_equal(p.state, "complete") ? 100.0 : 0.0);
+	if (moving && p.rate > 0 && p.st.total > p.st.present)
+		eta = g_strdup_printf("%.0fs", (double)(p.st.total -
+							p.st.present) / p.rate);
 	else
-		eta = g_strdup(g_str_equal(state, "complete") ? "0s" : "-");
-	rate_text = cfs_format_bytes(g_str_equal(state, "transferring") ?
-					     rate : 0);
+		eta = g_strdup(g_str_equal(p.state, "complete") ? "0s" : "-");
+	rate_text = cfs_format_bytes(moving ? p.rate : 0);
 	progress_path(out, path);
 	g_string_append_printf(out, " state=%s phase=%s bytes=%" G_GUINT64_FORMAT
 			       " total=%" G_GUINT64_FORMAT " percent=%.1f "
-			       "rate=%s/s eta=%s", state, phase,
-			       st.present, st.total, percent, rate_text, eta);
-	if (error) {
+			       "rate=%s/s eta=%s", p.state, p.phase,
+			       p.st.present, p.st.total, percent, rate_text,
+			       eta);
+	if (p.error) {
 		g_string_append(out, " error=");
-		progress_quote(out, error);
+		progress_quote(out, p.error);
 	}
 	g_string_append_c(out, '\n');
+	g_free(p.phase);
+	g_free(p.error);
 }

@@ -117,6 +117,8 @@ static void read_finish(ReadCtx *ctx, const GError *failed)
 		ok = cfs_cache_pread(ctx->ex->cache, buf, ctx->size, ctx->off,
 				     &error);
 	if (ok) {
+		__atomic_fetch_add(&ctx->ex->served, ctx->size,
+				   __ATOMIC_RELAXED);
 		fuse_reply_buf(ctx->req, buf, ctx->size);
 	} else {
 		g_warning("%s: %s", ctx->ex->path, error->message);
@@ -227,8 +229,12 @@ void cfs_read_go(gpointer data, const GError *error)
 	 * not woken). Once parked, ctx may be answered and freed at any
 	 * time: it is not touched again here. */
 	if (cfs_cache_acquire(ex->cache, (CfsExtent *)(void *)ranges->data,
-			      ranges->len, read_wake, ctx, &ctx->hold))
+			      ranges->len, read_wake, ctx, &ctx->hold)) {
+		__atomic_fetch_add(&ex->hits, 1, __ATOMIC_RELAXED);
 		read_finish(ctx, NULL);
+	} else {
+		__atomic_fetch_add(&ex->misses, 1, __ATOMIC_RELAXED);
+	}
 	/* After the demand fetches, so that they go first. */
 	if (raw_len)
 		cfs_cache_note_read(ex->cache, raw_off, raw_len);
@@ -245,6 +251,7 @@ void cfs_export_read(CfsExport *ex, const CfsFormat *fmt, fuse_req_t req,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
+	cfs_export_count_read(ex, size);
 	ctx = g_new0(ReadCtx, 1);
 	ctx->ex = ex;
 	ctx->fmt = fmt;
@@ -365,6 +372,7 @@ bool cfs_export_read_sync(CfsExport *ex, const CfsFormat *fmt, void *buf,
 	guint64 size;
 	bool ok;
 
+	cfs_export_count_read(ex, len);
 	if (!cfs_export_wait_size(ex, fmt, &size, error))
 		return false;
 	if (off > size || len > size - off) {

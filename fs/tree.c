@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 /* The inode tree: providers, VMs, disks, views and virtual files. */
+#include <fnmatch.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "common/error.h"
 #include "common/util.h"
+#include "fs/metrics.h"
 #include "fs/tree.h"
 
 /* Tree lock held for writing. */
@@ -15,6 +19,7 @@ static CfsNode *node_new(CfsFs *fs, CfsNode *parent, const char *name,
 	n->kind = kind;
 	n->parent = parent;
 	n->linked = true;
+	n->mtime = parent ? parent->mtime : fs->mounted_at;
 	if (parent) {
 		n->slot = parent->slot;
 		n->path = *parent->path ? g_build_filename(parent->path, name,
@@ -62,10 +67,12 @@ void cfs_tree_init(CfsFs *fs)
 	CfsNode *root;
 
 	g_rw_lock_init(&fs->lock);
+	fs->mounted_at = g_get_real_time() / G_USEC_PER_SEC;
 	fs->nodes = g_ptr_array_new();
 	fs->exports = g_ptr_array_new();
 	root = dir_new(fs, NULL, "");
 	g_assert(root->ino == FUSE_ROOT_ID);
+	node_new(fs, root, ".metrics", NODE_METRICS);
 	for (guint i = 0; i < fs->slots->len; i++) {
 		CfsProviderSlot *slot = fs->slots->pdata[i];
 
@@ -114,6 +121,83 @@ CfsNode *cfs_tree_get(CfsFs *fs, fuse_ino_t ino)
 		n = fs->nodes->pdata[ino - 1];
 	g_rw_lock_reader_unlock(&fs->lock);
 	return n;
+}
+
+/* --- which VMs this mount shows --- */
+
+static GStrv slot_globs(GKeyFile *conf, const char *section, const char *key)
+{
+	g_autofree char *text = g_key_file_get_string(conf, section, key, NULL);
+	g_auto(GStrv) parts = text ? g_strsplit_set(text, ";,", -1) : NULL;
+	GPtrArray *out;
+
+	if (!parts)
+		return NULL;
+	out = g_ptr_array_new();
+	for (char **p = parts; *p; p++)
+		if (*g_strstrip(*p))
+			g_ptr_array_add(out, g_strdup(*p));
+	g_ptr_array_add(out, NULL);
+	return (GStrv)g_ptr_array_free(out, FALSE);
+}
+
+bool cfs_slot_load_filters(CfsProviderSlot *slot, GKeyFile *conf,
+			   const char *section, GError **error)
+{
+	g_autofree char *shard = g_key_file_get_string(conf, section, "shard",
+						       NULL);
+	guint k = 0, n = 0;
+	int end = -1;
+
+	slot->include = slot_globs(conf, section, "include");
+	slot->exclude = slot_globs(conf, section, "exclude");
+	slot->shard = 0;
+	slot->shards = 1;
+	if (!shard)
+		return true;
+	if (sscanf(shard, " %u / %u %n", &k, &n, &end) != 2 ||
+	    shard[end] || n == 0 || n > 100000 || k >= n) {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] shard: '%s' is not "
+			    "K/N with 0 <= K < N", section, shard);
+		return false;
+	}
+	slot->shard = k;
+	slot->shards = n;
+	return true;
+}
+
+static bool globs_match(const GStrv globs, const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	for (char **g = globs; g && *g; g++)
+		if (fnmatch(*g, path, 0) == 0 ||
+		    (base && fnmatch(*g, base + 1, 0) == 0))
+			return true;
+	return false;
+}
+
+bool cfs_slot_shows(const CfsProviderSlot *slot, const char *path)
+{
+	guint8 digest[32];
+	gsize len = sizeof(digest);
+	guint64 h = 0;
+	GChecksum *sum;
+
+	if (slot->include && !globs_match(slot->include, path))
+		return false;
+	if (globs_match(slot->exclude, path))
+		return false;
+	if (slot->shards <= 1)
+		return true;
+	/* Stable across hosts and releases: SHA-256 of the path. */
+	sum = g_checksum_new(G_CHECKSUM_SHA256);
+	g_checksum_update(sum, (const guchar *)path, -1);
+	g_checksum_get_digest(sum, digest, &len);
+	g_checksum_free(sum);
+	for (int i = 0; i < 8; i++)
+		h = h << 8 | digest[i];
+	return h % slot->shards == slot->shard;
 }
 
 /* --- applying an inventory --- */
@@ -260,6 +344,10 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 		g_hash_table_add(seen, up);
 	g_free(dir->error);
 	dir->error = g_strdup(vm->error);
+	/* The VM's time (launch, last change) for its folder and files. */
+	dir->mtime = vm->mtime ? vm->mtime : fs->mounted_at;
+	for (guint i = 0; i < dir->children->len; i++)
+		((CfsNode *)dir->children->pdata[i])->mtime = dir->mtime;
 	if (!info)
 		info = node_new(fs, dir, "info.json", NODE_INFO);
 	g_free(info->text);
@@ -330,8 +418,12 @@ static void slot_list_job(gpointer data)
 	g_free(slot->error);
 	slot->error = error ? g_strdup(error->message) : NULL;
 	if (!error) {
-		for (guint i = 0; i < vms->len; i++)
-			vm_apply(fs, slot, vms->pdata[i], seen);
+		for (guint i = 0; i < vms->len; i++) {
+			CfsVm *vm = vms->pdata[i];
+
+			if (cfs_slot_shows(slot, vm->path))
+				vm_apply(fs, slot, vm, seen);
+		}
 		prune(slot->dir, seen);
 	}
 	g_rw_lock_writer_unlock(&fs->lock);
@@ -494,8 +586,13 @@ static void progress_collect(CfsNode *n, GString *out)
 
 char *cfs_node_text(CfsFs *fs, CfsNode *node, gsize *len)
 {
-	GString *out = g_string_new(NULL);
+	GString *out;
 
+	if (node->kind == NODE_METRICS) {
+		cfs_tree_refresh(fs, node->parent);	/* never waits */
+		return cfs_metrics_text(fs, len);
+	}
+	out = g_string_new(NULL);
 	if (node->kind == NODE_PROGRESS)
 		cfs_tree_refresh(fs, node->target);
 	g_rw_lock_reader_lock(&fs->lock);

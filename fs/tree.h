@@ -24,6 +24,7 @@ typedef enum {
 	NODE_PROGRESS,
 	NODE_INFO,
 	NODE_EXTRA,	/* an OVF, an OVA: made of metadata and disks */
+	NODE_METRICS,	/* MOUNT/.metrics */
 } CfsNodeKind;
 
 typedef struct CfsProviderSlot CfsProviderSlot;
@@ -36,6 +37,8 @@ struct CfsNode {
 	char *path;		/* relative to the mount: "url/web01/disk.raw" */
 	CfsNode *parent;
 	CfsNodeKind kind;
+	gint64 mtime;		/* seconds since the epoch: what the provider
+				 * says of the VM, else the mount's time */
 	CfsProviderSlot *slot;	/* the provider folder it is in, or NULL */
 	bool linked;		/* protected by tree lock: still in its parent */
 	GPtrArray *children;	/* protected by tree lock (DIR) */
@@ -52,6 +55,9 @@ struct CfsProviderSlot {
 	CfsProvider *prov;
 	CfsFs *fs;
 	CfsNode *dir;
+	GStrv include;		/* globs on VM paths: shown if any matches */
+	GStrv exclude;		/* … and none of these */
+	guint shard, shards;	/* shard K of N: a hash of the VM's path */
 	GMutex lock;
 	GCond cond;		/* a listing finished */
 	gint64 listed_at;	/* protected by lock; 0: never */
@@ -65,6 +71,7 @@ struct CfsFs {
 	GPtrArray *views;		/* const CfsFormat*: formats= */
 	guint list_ttl_s;
 	guint list_wait_ms;		/* a first listing is waited for */
+	gint64 mounted_at;		/* seconds since the epoch */
 	uid_t uid;
 	gid_t gid;
 	mode_t umask;	/* taken from 0444 (files) and 0555 (folders) */
@@ -76,6 +83,14 @@ struct CfsFs {
 	GPtrArray *nodes;		/* protected by lock: ino - 1 -> node */
 	GPtrArray *exports;		/* protected by lock: all, for the end */
 };
+
+/* Read include, exclude and shard from a provider's section. Main
+ * thread; an error names the key. */
+bool cfs_slot_load_filters(CfsProviderSlot *slot, GKeyFile *conf,
+			   const char *section, GError **error);
+/* Whether this mount shows the VM at @path (its include, exclude and
+ * shard). Any thread. */
+bool cfs_slot_shows(const CfsProviderSlot *slot, const char *path);
 
 /* Build the root, its .progress and a folder per provider. */
 void cfs_tree_init(CfsFs *fs);

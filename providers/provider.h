@@ -168,6 +168,9 @@ struct CfsSource {
 	gpointer priv;
 
 	/* The engine's. */
+	bool complete;		/* set before export_end: every chunk was
+				 * fetched (else the export is given up:
+				 * abort a lease rather than complete it) */
 	gint64 expires;		/* atomic: real µs the grant ends; 0 never */
 	gint64 granted;		/* atomic: real µs it was obtained */
 	guint grant_gen;	/* atomic: renewals so far */

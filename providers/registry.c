@@ -7,10 +7,18 @@
 
 extern const CfsProviderOps cfs_url_provider;
 extern const CfsProviderOps cfs_aws_provider;
+extern const CfsProviderOps cfs_azure_provider;
+extern const CfsProviderOps cfs_vsphere_provider;
+extern const CfsProviderOps cfs_gcp_provider;
+extern const CfsProviderOps cfs_hyperv_provider;
 
 static const CfsProviderOps *const providers[] = {
 	&cfs_url_provider,
 	&cfs_aws_provider,
+	&cfs_azure_provider,
+	&cfs_vsphere_provider,
+	&cfs_gcp_provider,
+	&cfs_hyperv_provider,
 	NULL,
 };
 

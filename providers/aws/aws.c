@@ -7,13 +7,15 @@
  * mode = ebs-direct (default): a temporary snapshot per opened volume,
  * read lazily with the EBS direct APIs (ebs.c); the bytes are the raw
  * volume, shown as a streamOptimized VMDK (other views by mount option).
- * mode = export: an EC2 export task to S3, then ranged GETs (s3.c).
+ * mode = export: an EC2 export to S3 (through a temporary image, or an
+ * instance export task), then ranged GETs (s3.c, image.c).
  *
  * Config ([aws]): region, regions, profile, mode, s3_bucket, s3_prefix,
- * export_format (vmdk, vhd, raw), endpoint_url (and endpoint_url_ec2,
- * _ebs, _s3), keep_snapshots, keep_exports, poll_interval (seconds).
- * Credentials and endpoints also follow the AWS_* variables and the
- * ~/.aws files: see creds.c. Credentials are only needed (and only looked
+ * export_format (vmdk, vhd, raw), export_method (image, instance),
+ * endpoint_url (and endpoint_url_ec2, _ebs, _s3, _sts, _sso),
+ * keep_snapshots, keep_exports, poll_interval (seconds). Credentials and
+ * endpoints also follow the AWS_* variables and the ~/.aws files: see
+ * creds.c and chain.c. Credentials are only needed (and only looked
  * for) when listing: a problem with them shows in MOUNT/aws/.progress.
  */
 #include <string.h>
@@ -52,7 +54,7 @@ static CfsProvider *aws_create(GKeyFile *conf, const char *section,
 static bool aws_list(CfsProvider *base, GPtrArray *vms, GError **error)
 {
 	AwsProvider *prov = (AwsProvider *)base;
-	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, error);
+	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, NULL, error);
 	g_autoptr(GString) failed = g_string_new(NULL);
 	g_autoptr(GError) first = NULL;
 	guint ok = 0;
@@ -101,13 +103,13 @@ static void aws_export_end(CfsProvider *base, CfsDisk *disk, CfsSource *src)
 		aws_ebs_export_end(prov, disk, src);
 }
 
-/* Temporary snapshots a crashed cloudfs of this machine and cache left,
- * in every region listed. */
+/* Temporary images and snapshots a crashed cloudfs of this machine and
+ * cache left, in every region listed. */
 static void aws_cleanup(CfsProvider *base, bool at_unmount)
 {
 	AwsProvider *prov = (AwsProvider *)base;
 	g_autoptr(GError) error = NULL;
-	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, &error);
+	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, NULL, &error);
 
 	if (!creds) {
 		g_debug("aws: no cleanup without credentials: %s",

@@ -78,16 +78,12 @@ static bool sign_attempt(CfsHttpRequest *req, GError **error)
 			     error);
 }
 
-bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
-	      const char *region, GError **error)
+bool aws_sign_creds(CfsAwsCreds *creds, CfsHttpRequest *req,
+		    const char *service, const char *region, GError **error)
 {
-	CfsAwsCreds *creds = aws_creds_get(prov, error);
-	AwsSignCtx *ctx;
+	AwsSignCtx *ctx = g_new0(AwsSignCtx, 1);
 
-	if (!creds)
-		return false;
-	ctx = g_new0(AwsSignCtx, 1);
-	ctx->creds = creds;
+	ctx->creds = cfs_aws_creds_ref(creds);
 	ctx->service = g_strdup(service);
 	ctx->region = g_strdup(region);
 	if (req->attempt_data_free)
@@ -99,12 +95,21 @@ bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
 	return aws_sign_with(creds, req, service, region, error);
 }
 
+bool aws_sign(AwsProvider *prov, CfsHttpRequest *req, const char *service,
+	      const char *region, GError **error)
+{
+	g_autoptr(CfsAwsCreds) creds = aws_creds_get(prov, NULL, error);
+
+	return creds && aws_sign_creds(creds, req, service, region, error);
+}
+
 /* --- the credentials a source signs with --- */
 
-void aws_grant_init(AwsGrant *grant, CfsAwsCreds *creds)
+void aws_grant_init(AwsGrant *grant, CfsAwsCreds *creds, gint64 expires)
 {
 	g_mutex_init(&grant->lock);
 	grant->creds = creds;
+	grant->expires = expires;
 }
 
 void aws_grant_clear(AwsGrant *grant)
@@ -126,11 +131,13 @@ bool aws_grant_sign(AwsGrant *grant, CfsHttpRequest *req, const char *service,
 
 bool aws_grant_renew(AwsProvider *prov, AwsGrant *grant, GError **error)
 {
-	CfsAwsCreds *creds = aws_creds_get(prov, error);
+	gint64 expires = 0;
+	CfsAwsCreds *creds = aws_creds_get(prov, &expires, error);
 	CfsAwsCreds *old;
 
 	if (!creds)
 		return false;
+	grant->expires = expires;
 	g_mutex_lock(&grant->lock);
 	old = grant->creds;
 	grant->creds = creds;
@@ -264,6 +271,33 @@ bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,
 	return false;
 }
 
+/* The answers of credential services hold secrets: collected into a
+ * buffer that is never reallocated (no stray copy), at most
+ * AWS_SMALL_ANSWER_MAX bytes. */
+static bool small_body(CfsHttpRequest *req, const void *data, gsize len)
+{
+	if (!req->response)
+		req->response = g_byte_array_sized_new(AWS_SMALL_ANSWER_MAX);
+	if (req->response->len + len > AWS_SMALL_ANSWER_MAX)
+		return false;
+	g_byte_array_append(req->response, data, len);
+	return true;
+}
+
+bool aws_perform_small(AwsProvider *prov, CfsHttpRequest *req,
+		       const char *what, GError **error)
+{
+	req->on_body = small_body;
+	if (aws_perform(prov, req, what, error))
+		return true;
+	if (req->status / 100 == 2)
+		g_prefix_error(error, "the answer is over %d bytes, or ",
+			       AWS_SMALL_ANSWER_MAX);
+	if (req->response)
+		cfs_secret_wipe(req->response->data, req->response->len);
+	return false;
+}
+
 /* --- classifying answers --- */
 
 /*
@@ -293,9 +327,11 @@ CfsHttpClass aws_classify(const CfsHttpRequest *req)
 		"Throttling", "RequestThrottled", "ConcurrentLimitExceeded",
 		"RequestLimitExceeded", "SlowDown", "TooManyRequests", NULL,
 	};
+	/* INVALID_BLOCK_TOKEN: an EBS block token that expired; renewing
+	 * lists the blocks again. */
 	static const char *const expired[] = {
 		"ExpiredToken", "RequestExpired", "InvalidToken",
-		"TokenRefreshRequired", NULL,
+		"TokenRefreshRequired", "INVALID_BLOCK_TOKEN", NULL,
 	};
 
 	if ((req->status == 400 || req->status == 403) &&

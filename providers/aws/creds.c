@@ -1,28 +1,19 @@
 // SPDX-License-Identifier: MIT
 /*
- * AWS configuration and credentials the way the AWS CLI and SDKs find
- * them, signing, and AWS error bodies made readable.
+ * AWS configuration the way the AWS CLI and SDKs find it: the [aws]
+ * section, the AWS_* environment and the ~/.aws files (the credential
+ * chain itself is in chain.c).
  *
- * Credentials, first match wins:
- *   1. [aws] profile = NAME in the cloudfs config: that profile only (like
- *      `aws --profile NAME`; the AWS_ACCESS_KEY_ID variables are ignored);
- *   2. AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN);
- *   3. the profile AWS_PROFILE (or AWS_DEFAULT_PROFILE, or "default") in
- *      the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else
- *      ~/.aws/credentials: [NAME]), then in the config file
- *      (AWS_CONFIG_FILE, else ~/.aws/config: [profile NAME], [default]).
- * Profiles that assume a role, run a credential_process or use SSO are
- * not followed: the error says so. Instance metadata is not used.
- *
+ * Profile: [aws] profile, AWS_PROFILE, AWS_DEFAULT_PROFILE, "default".
  * Region: [aws] region, AWS_REGION, AWS_DEFAULT_REGION, the profile's
  * region in the config file, us-east-1. [aws] regions = a;b lists several
  * (default: the one region).
- * Endpoints, per service (ec2, ebs, s3): [aws] endpoint_url_<svc>,
- * [aws] endpoint_url, AWS_ENDPOINT_URL_<SVC>, AWS_ENDPOINT_URL, the
- * profile's endpoint_url, then https://<svc>.<region>.amazonaws.com. S3 is
- * always addressed path-style (/bucket/key).
- *
- * Signing and running requests are in call.c.
+ * Endpoints, per service (ec2, ebs, s3, sts, sso): [aws]
+ * endpoint_url_<svc>, [aws] endpoint_url, AWS_ENDPOINT_URL_<SVC>,
+ * AWS_ENDPOINT_URL, the profile's endpoint_url, then
+ * https://<svc>.<region>.amazonaws.com (the SSO portal:
+ * https://portal.sso.<region>.amazonaws.com). S3 is always addressed
+ * path-style (/bucket/key).
  */
 #include <string.h>
 #include <unistd.h>
@@ -32,11 +23,17 @@
 #include "common/secret.h"
 #include "common/util.h"
 #include "providers/aws/aws-private.h"
-
-#define AWS_CREDS_TTL_S 60
+#include "providers/conf.h"
 
 static const char *const service_names[AWS_N_SERVICES] = {
 	[AWS_EC2] = "ec2", [AWS_EBS] = "ebs", [AWS_S3] = "s3",
+	[AWS_STS] = "sts", [AWS_SSO] = "sso",
+};
+
+/* The first label of each service's default host name. */
+static const char *const service_hosts[AWS_N_SERVICES] = {
+	[AWS_EC2] = "ec2", [AWS_EBS] = "ebs", [AWS_S3] = "s3",
+	[AWS_STS] = "sts", [AWS_SSO] = "portal.sso",
 };
 
 /* --- INI files --- */
@@ -49,7 +46,7 @@ static const char *const service_names[AWS_N_SERVICES] = {
  * lines are dropped, keys and values trimmed, anything else that is not a
  * "key = value" or "[section]" line ignored.
  */
-static GKeyFile *aws_ini_load(const char *path, GError **error)
+GKeyFile *aws_ini_load(const char *path, GError **error)
 {
 	g_autofree char *text = NULL;
 	g_autoptr(GString) clean = g_string_new(NULL);
@@ -115,14 +112,14 @@ static GKeyFile *aws_ini_load(const char *path, GError **error)
 	return g_steal_pointer(&kf);
 }
 
-static char *aws_env(const char *name)
+char *aws_env(const char *name)
 {
 	const char *v = g_getenv(name);
 
 	return v && *v ? g_strdup(v) : NULL;
 }
 
-static char *aws_credentials_path(void)
+char *aws_credentials_path(void)
 {
 	char *p = aws_env("AWS_SHARED_CREDENTIALS_FILE");
 
@@ -130,7 +127,7 @@ static char *aws_credentials_path(void)
 					"credentials", NULL);
 }
 
-static char *aws_config_path(void)
+char *aws_config_path(void)
 {
 	char *p = aws_env("AWS_CONFIG_FILE");
 
@@ -139,7 +136,7 @@ static char *aws_config_path(void)
 }
 
 /* The config file's section for @profile, or NULL. Transfer full. */
-static char *aws_config_group(GKeyFile *kf, const char *profile)
+char *aws_config_group(GKeyFile *kf, const char *profile)
 {
 	g_autofree char *named = g_strdup_printf("profile %s", profile);
 
@@ -173,48 +170,6 @@ static char *aws_profile_value(const char *profile, const char *key)
 
 /* --- configuration --- */
 
-static char *conf_string(GKeyFile *conf, const char *section,
-			 const char *key)
-{
-	char *v = g_key_file_get_string(conf, section, key, NULL);
-
-	if (v)
-		g_strstrip(v);
-	if (v && !*v)
-		g_clear_pointer(&v, g_free);
-	return v;
-}
-
-static bool conf_bool(GKeyFile *conf, const char *section, const char *key,
-		      bool *out, GError **error)
-{
-	g_autofree char *v = conf_string(conf, section, key);
-
-	*out = false;
-	if (!v)
-		return true;
-	if (!g_ascii_strcasecmp(v, "true") || !g_ascii_strcasecmp(v, "yes") ||
-	    g_str_equal(v, "1")) {
-		*out = true;
-		return true;
-	}
-	if (!g_ascii_strcasecmp(v, "false") || !g_ascii_strcasecmp(v, "no") ||
-	    g_str_equal(v, "0"))
-		return true;
-	g_set_error(error, CFS_ERROR, EINVAL,
-		    "[%s] %s: '%s' is not true or false", section, key, v);
-	return false;
-}
-
-static char *strip_slash(char *url)
-{
-	gsize n = url ? strlen(url) : 0;
-
-	while (n > 0 && url[n - 1] == '/')
-		url[--n] = '\0';
-	return url;
-}
-
 static bool check_url(const char *section, const char *what, const char *url,
 		      GError **error)
 {
@@ -230,15 +185,16 @@ static bool check_url(const char *section, const char *what, const char *url,
 bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 		     GError **error)
 {
-	g_autofree char *mode = conf_string(conf, section, "mode");
-	g_autofree char *regions = conf_string(conf, section, "regions");
-	g_autofree char *common_url = conf_string(conf, section,
+	g_autofree char *mode = cfs_conf_string(conf, section, "mode");
+	g_autofree char *regions = cfs_conf_string(conf, section, "regions");
+	g_autofree char *common_url = cfs_conf_string(conf, section,
 						  "endpoint_url");
 	g_autofree char *env_url = aws_env("AWS_ENDPOINT_URL");
 	g_autofree char *profile_url = NULL;
-	g_autofree char *poll = conf_string(conf, section, "poll_interval");
+	g_autofree char *poll = cfs_conf_string(conf, section, "poll_interval");
+	g_autofree char *method = cfs_conf_string(conf, section, "export_method");
 
-	prov->profile = conf_string(conf, section, "profile");
+	prov->profile = cfs_conf_string(conf, section, "profile");
 	prov->profile_explicit = prov->profile != NULL;
 	if (!prov->profile)
 		prov->profile = aws_env("AWS_PROFILE");
@@ -257,7 +213,7 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 		return false;
 	}
 
-	prov->region = conf_string(conf, section, "region");
+	prov->region = cfs_conf_string(conf, section, "region");
 	if (!prov->region)
 		prov->region = aws_env("AWS_REGION");
 	if (!prov->region)
@@ -290,7 +246,7 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 		g_autofree char *svc = g_ascii_strup(service_names[s], -1);
 		g_autofree char *env = g_strdup_printf("AWS_ENDPOINT_URL_%s",
 						       svc);
-		char *url = conf_string(conf, section, key);
+		char *url = cfs_conf_string(conf, section, key);
 
 		if (!url)
 			url = g_strdup(common_url);
@@ -300,16 +256,16 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 			url = g_strdup(env_url);
 		if (!url)
 			url = g_strdup(profile_url);
-		prov->endpoint[s] = strip_slash(url);
+		prov->endpoint[s] = cfs_url_strip_slash(url);
 		if (!check_url(section, key, url, error))
 			return false;
 	}
 
-	prov->s3_bucket = conf_string(conf, section, "s3_bucket");
-	prov->s3_prefix = conf_string(conf, section, "s3_prefix");
+	prov->s3_bucket = cfs_conf_string(conf, section, "s3_bucket");
+	prov->s3_prefix = cfs_conf_string(conf, section, "s3_prefix");
 	if (!prov->s3_prefix)
 		prov->s3_prefix = g_strdup("");
-	prov->export_format = conf_string(conf, section, "export_format");
+	prov->export_format = cfs_conf_string(conf, section, "export_format");
 	if (!prov->export_format)
 		prov->export_format = g_strdup("vmdk");
 	if (!g_str_equal(prov->export_format, "vmdk") &&
@@ -320,15 +276,24 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 			    prov->export_format);
 		return false;
 	}
+	if (!method || g_str_equal(method, "image")) {
+		prov->export_method = AWS_EXPORT_IMAGE;
+	} else if (g_str_equal(method, "instance")) {
+		prov->export_method = AWS_EXPORT_INSTANCE;
+	} else {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] export_method: "
+			    "'%s' is not image or instance", section, method);
+		return false;
+	}
 	if (prov->mode == AWS_MODE_EXPORT && !prov->s3_bucket) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s] mode = export "
 			    "needs s3_bucket (the bucket EC2 exports to)",
 			    section);
 		return false;
 	}
-	if (!conf_bool(conf, section, "keep_snapshots", &prov->keep_snapshots,
+	if (!cfs_conf_bool(conf, section, "keep_snapshots", &prov->keep_snapshots,
 		       error) ||
-	    !conf_bool(conf, section, "keep_exports", &prov->keep_exports,
+	    !cfs_conf_bool(conf, section, "keep_exports", &prov->keep_exports,
 		       error))
 		return false;
 	prov->poll_s = poll ? g_ascii_strtod(poll, NULL) : 1.0;
@@ -356,167 +321,5 @@ char *aws_endpoint(AwsProvider *prov, AwsService svc, const char *region)
 	if (prov->endpoint[svc])
 		return g_strdup(prov->endpoint[svc]);
 	return g_strdup_printf("https://%s.%s.amazonaws.com",
-			       service_names[svc], region);
-}
-
-/* --- credentials --- */
-
-static void wipe_free(char *s)
-{
-	if (s)
-		cfs_secret_wipe(s, strlen(s));
-	g_free(s);
-}
-
-typedef char AwsSecret;
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(AwsSecret, wipe_free)
-
-/* Keys from one section of @kf; NULL without keys (no error), NULL with
- * @error for a profile cloudfs cannot follow. */
-static CfsAwsCreds *creds_from_group(GKeyFile *kf, const char *group,
-				     const char *file, const char *profile,
-				     GError **error)
-{
-	g_autoptr(AwsSecret) id = g_key_file_get_value(kf, group,
-						       "aws_access_key_id",
-						       NULL);
-	g_autoptr(AwsSecret) secret = g_key_file_get_value(
-		kf, group, "aws_secret_access_key", NULL);
-	g_autoptr(AwsSecret) token = g_key_file_get_value(
-		kf, group, "aws_session_token", NULL);
-	static const char *const unsupported[] = {
-		"role_arn", "credential_process", "sso_session",
-		"sso_start_url", "web_identity_token_file", NULL,
-	};
-
-	if (!token)
-		token = g_key_file_get_value(kf, group, "aws_security_token",
-					     NULL);
-	if (id && *id && secret && *secret)
-		return cfs_aws_creds_new(id, secret, token, error);
-	for (const char *const *u = unsupported; *u; u++) {
-		if (g_key_file_has_key(kf, group, *u, NULL)) {
-			g_set_error(error, CFS_ERROR, ENOTSUP,
-				    "profile '%s' in %s uses %s, which cloudfs "
-				    "does not follow: give it keys, or set "
-				    "AWS_ACCESS_KEY_ID and "
-				    "AWS_SECRET_ACCESS_KEY", profile, file,
-				    *u);
-			return NULL;
-		}
-	}
-	if ((id && *id) || (secret && *secret)) {
-		g_set_error(error, CFS_ERROR, EINVAL,
-			    "profile '%s' in %s has %s but not %s", profile,
-			    file, id && *id ? "aws_access_key_id" :
-			    "aws_secret_access_key",
-			    id && *id ? "aws_secret_access_key" :
-			    "aws_access_key_id");
-		return NULL;
-	}
-	return NULL;
-}
-
-static CfsAwsCreds *creds_from_files(const char *profile, char **source,
-				     GError **error)
-{
-	g_autofree char *cpath = aws_credentials_path();
-	g_autofree char *fpath = aws_config_path();
-	bool seen = false;
-
-	if (g_file_test(cpath, G_FILE_TEST_EXISTS)) {
-		g_autoptr(GKeyFile) kf = aws_ini_load(cpath, error);
-		CfsAwsCreds *c;
-
-		if (!kf)
-			return NULL;
-		if (g_key_file_has_group(kf, profile)) {
-			seen = true;
-			c = creds_from_group(kf, profile, cpath, profile,
-					     error);
-			if (c || (error && *error)) {
-				*source = g_strdup_printf("profile %s in %s",
-							  profile, cpath);
-				return c;
-			}
-		}
-	}
-	if (g_file_test(fpath, G_FILE_TEST_EXISTS)) {
-		g_autoptr(GKeyFile) kf = aws_ini_load(fpath, error);
-		g_autofree char *group = NULL;
-		CfsAwsCreds *c;
-
-		if (!kf)
-			return NULL;
-		group = aws_config_group(kf, profile);
-		if (group) {
-			seen = true;
-			c = creds_from_group(kf, group, fpath, profile, error);
-			if (c || (error && *error)) {
-				*source = g_strdup_printf("profile %s in %s",
-							  profile, fpath);
-				return c;
-			}
-		}
-	}
-	g_set_error(error, CFS_ERROR, EACCES,
-		    seen ? "no AWS credentials: profile '%s' has no "
-			   "aws_access_key_id/aws_secret_access_key (looked "
-			   "in %s and %s)" :
-			   "no AWS credentials: no AWS_ACCESS_KEY_ID and "
-			   "AWS_SECRET_ACCESS_KEY, and no profile '%s' in %s "
-			   "or %s",
-		    profile, cpath, fpath);
-	return NULL;
-}
-
-static CfsAwsCreds *creds_resolve(AwsProvider *prov, char **source,
-				  GError **error)
-{
-	if (!prov->profile_explicit) {
-		g_autoptr(AwsSecret) id = aws_env("AWS_ACCESS_KEY_ID");
-		g_autoptr(AwsSecret) secret = aws_env("AWS_SECRET_ACCESS_KEY");
-		g_autoptr(AwsSecret) token = aws_env("AWS_SESSION_TOKEN");
-
-		if (id && secret) {
-			*source = g_strdup("environment");
-			return cfs_aws_creds_new(id, secret, token, error);
-		}
-		if (id || secret) {
-			g_set_error(error, CFS_ERROR, EINVAL,
-				    "%s is set but %s is not",
-				    id ? "AWS_ACCESS_KEY_ID" :
-					 "AWS_SECRET_ACCESS_KEY",
-				    id ? "AWS_SECRET_ACCESS_KEY" :
-					 "AWS_ACCESS_KEY_ID");
-			return NULL;
-		}
-	}
-	return creds_from_files(prov->profile, source, error);
-}
-
-CfsAwsCreds *aws_creds_get(AwsProvider *prov, GError **error)
-{
-	g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&prov->lock);
-	gint64 now = g_get_monotonic_time();
-	g_autofree char *source = NULL;
-	CfsAwsCreds *creds;
-
-	if (prov->creds &&
-	    now - prov->creds_at < AWS_CREDS_TTL_S * G_USEC_PER_SEC)
-		return cfs_aws_creds_ref(prov->creds);
-	creds = creds_resolve(prov, &source, error);
-	if (!creds)
-		return NULL;
-	if (!prov->creds || g_strcmp0(source, prov->creds_source) != 0 ||
-	    g_strcmp0(cfs_aws_creds_access_key_id(creds),
-		      cfs_aws_creds_access_key_id(prov->creds)) != 0)
-		g_message("aws: credentials from %s (key id %s)", source,
-			  cfs_aws_creds_access_key_id(creds));
-	g_clear_pointer(&prov->creds, cfs_aws_creds_unref);
-	prov->creds = cfs_aws_creds_ref(creds);
-	prov->creds_at = now;
-	g_free(prov->creds_source);
-	prov->creds_source = g_steal_pointer(&source);
-	return creds;
+			       service_hosts[svc], region);
 }

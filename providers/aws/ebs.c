@@ -38,6 +38,7 @@ typedef struct {
 	GMutex lock;		/* held only to read or swap tokens */
 	char **token;		/* protected by lock: their BlockTokens */
 	gint64 expires;		/* real µs the tokens expire; 0: unknown */
+	gint64 listed;		/* real µs they were listed */
 } EbsSource;
 
 static void ebs_source_free(CfsSource *src)
@@ -185,6 +186,7 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 	bool ok = false;
 	guint pages = 0;
 
+	es->listed = g_get_real_time();
 	do {
 		g_autofree char *url = NULL, *tok = NULL;
 		g_autoptr(CfsHttpRequest) req = NULL;
@@ -318,12 +320,27 @@ static bool ebs_authorize(CfsSource *src, CfsHttpRequest *req, GError **error)
 	return aws_grant_sign(&es->grant, req, "ebs", es->region, error);
 }
 
+/* The earlier of two expiries (0: never). */
+static gint64 earlier(gint64 a, gint64 b)
+{
+	return !a ? b : !b ? a : MIN(a, b);
+}
+
+/* Whether the block tokens expire within ten minutes, or within half
+ * their lifetime if that is shorter: then they are listed again. */
+static bool ebs_tokens_stale(const EbsSource *es)
+{
+	gint64 margin = MIN(10 * 60 * G_USEC_PER_SEC,
+			    (es->expires - es->listed) / 2);
+
+	return es->expires && g_get_real_time() >= es->expires - margin;
+}
+
 /* Credentials again, and the block list again when its tokens are about
  * to expire (long copies): same blocks, new tokens. */
 static bool ebs_renew(CfsSource *src, GError **error)
 {
 	EbsSource *es = src->priv;
-	gint64 margin = 10 * 60 * G_USEC_PER_SEC;
 	EbsSource fresh = { .prov = es->prov, .region = es->region,
 			    .snapshot_id = es->snapshot_id, .base = es->base };
 	guint64 volume_gib = 0;
@@ -331,8 +348,9 @@ static bool ebs_renew(CfsSource *src, GError **error)
 
 	if (!aws_grant_renew(es->prov, &es->grant, error))
 		return false;
-	if (!es->expires || g_get_real_time() < es->expires - margin) {
-		cfs_source_set_expiry(src, es->expires);
+	if (!ebs_tokens_stale(es)) {
+		cfs_source_set_expiry(src, earlier(es->expires,
+						   es->grant.expires));
 		return true;
 	}
 	if (!ebs_list_blocks(es->prov, &fresh, &volume_gib, error))
@@ -349,7 +367,10 @@ static bool ebs_renew(CfsSource *src, GError **error)
 		}
 		g_mutex_unlock(&es->lock);
 		es->expires = fresh.expires;
-		cfs_source_set_expiry(src, es->expires);
+		es->listed = fresh.listed;
+		g_message("aws: %s: block tokens listed again", es->snapshot_id);
+		cfs_source_set_expiry(src, earlier(es->expires,
+						   es->grant.expires));
 	} else {
 		g_set_error(error, CFS_ERROR, EIO, "snapshot %s lists other "
 			    "blocks than before", es->snapshot_id);
@@ -409,7 +430,8 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 	CfsSource *src;
 	g_autofree CfsExtent *ext = NULL;
 	guint64 volume_gib = 0;
-	CfsAwsCreds *creds = aws_creds_get(prov, error);
+	gint64 creds_expire = 0;
+	CfsAwsCreds *creds = aws_creds_get(prov, &creds_expire, error);
 
 	if (!creds)
 		return NULL;
@@ -421,7 +443,7 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 	}
 	es = g_new0(EbsSource, 1);
 	es->prov = prov;
-	aws_grant_init(&es->grant, creds);
+	aws_grant_init(&es->grant, creds, creds_expire);
 	g_mutex_init(&es->lock);
 	es->region = g_strdup(d->region);
 	es->snapshot_id = g_strdup(sid);
@@ -458,7 +480,7 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 	src->map = cfs_extent_map_new(src->size, ext, es->n);
 	src->random = true;
 	src->identity = g_strdup(sid);
-	cfs_source_set_expiry(src, es->expires);
+	cfs_source_set_expiry(src, earlier(es->expires, es->grant.expires));
 	g_message("aws: %s: snapshot %s has %u blocks of %" G_GUINT64_FORMAT
 		  " bytes with data (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
 		  " bytes)", d->volume_id, sid, es->n, es->block_size,

@@ -67,8 +67,7 @@ char *aws_xml_text(xmlNode *node, const char *path)
 	return out;
 }
 
-/* The tag @key in a tagSet, or NULL. Transfer full. */
-static char *xml_tag(xmlNode *item, const char *key)
+char *aws_xml_tag(xmlNode *item, const char *key)
 {
 	xmlNode *set = aws_xml_child(item, "tagSet");
 
@@ -157,6 +156,7 @@ typedef struct {
 	char *type;
 	char *zone;
 	char *root_device;
+	gint64 launched;	/* seconds since the epoch, 0: unknown */
 	GArray *mappings;	/* AwsMapping */
 } AwsInstance;
 
@@ -209,9 +209,14 @@ static AwsInstance *instance_parse(xmlNode *item)
 	xmlNode *bdm = aws_xml_child(item, "blockDeviceMapping");
 
 	i->id = aws_xml_text(item, "instanceId");
-	i->name = xml_tag(item, "Name");
+	i->name = aws_xml_tag(item, "Name");
 	i->state = aws_xml_text(item, "instanceState/name");
 	i->type = aws_xml_text(item, "instanceType");
+	{
+		g_autofree char *t = aws_xml_text(item, "launchTime");
+
+		i->launched = cfs_parse_iso8601(t);
+	}
 	i->zone = aws_xml_text(item, "placement/availabilityZone");
 	i->root_device = aws_xml_text(item, "rootDeviceName");
 	i->mappings = g_array_new(FALSE, TRUE, sizeof(AwsMapping));
@@ -370,6 +375,7 @@ static CfsVm *instance_vm(AwsProvider *prov, const char *region,
 	json_object *jv = json_object_new_array();
 	guint n = 0;
 
+	vm->mtime = inst->launched;
 	g_array_sort_with_data(inst->mappings, mapping_cmp, inst->root_device);
 	json_add_str(o, "provider", "aws");
 	json_add_str(o, "instance_id", inst->id);
@@ -476,14 +482,29 @@ bool aws_ec2_list_region(AwsProvider *prov, const char *region,
 
 /* --- temporary snapshots --- */
 
-static void tag_param(GString *s, guint n, const char *key, const char *value)
+static void tag_param(GString *s, const char *prefix, guint n,
+		      const char *key, const char *value)
 {
 	g_autofree char *k = aws_form_escape(key);
 	g_autofree char *v = aws_form_escape(value);
 
-	g_string_append_printf(s, "&TagSpecification.1.Tag.%u.Key=%s"
-			       "&TagSpecification.1.Tag.%u.Value=%s", n, k, n,
-			       v);
+	g_string_append_printf(s, "&%s.Tag.%u.Key=%s&%s.Tag.%u.Value=%s",
+			       prefix, n, k, prefix, n, v);
+}
+
+void aws_tag_params(GString *s, const char *prefix, bool temporary,
+		    const char *volume_id, const char *instance_id)
+{
+	guint n = 1;
+
+	/* Kept resources are not temporary: the sweep leaves them. */
+	tag_param(s, prefix, n++, AWS_TAG_TEMPORARY,
+		  temporary ? "true" : "false");
+	if (volume_id)
+		tag_param(s, prefix, n++, AWS_TAG_VOLUME, volume_id);
+	tag_param(s, prefix, n++, AWS_TAG_INSTANCE, instance_id);
+	tag_param(s, prefix, n++, AWS_TAG_OWNER, cfs_owner_tag());
+	tag_param(s, prefix, n, "Name", "cloudfs temporary");
 }
 
 char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
@@ -501,13 +522,8 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 	g_string_append_printf(params, "VolumeId=%s&Description=%s"
 			       "&TagSpecification.1.ResourceType=snapshot",
 			       vol, desc_e);
-	/* Kept snapshots are not temporary: the sweep leaves them. */
-	tag_param(params, 1, AWS_TAG_TEMPORARY,
-		  prov->keep_snapshots ? "false" : "true");
-	tag_param(params, 2, AWS_TAG_VOLUME, d->volume_id);
-	tag_param(params, 3, AWS_TAG_INSTANCE, d->instance_id);
-	tag_param(params, 4, AWS_TAG_OWNER, cfs_owner_tag());
-	tag_param(params, 5, "Name", "cloudfs temporary");
+	aws_tag_params(params, "TagSpecification.1", !prov->keep_snapshots,
+		       d->volume_id, d->instance_id);
 	doc = aws_ec2_call(prov, d->region, "CreateSnapshot", params->str,
 			   error);
 	if (!doc)
@@ -524,15 +540,6 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 	return id;
 }
 
-bool aws_poll_wait(CfsExportReport *report, double wait, GError **error)
-{
-	if (cfs_export_wait(report, wait))
-		return true;
-	g_set_error(error, CFS_ERROR, ECANCELED,
-		    "cancelled: the filesystem is unmounted");
-	return false;
-}
-
 xmlDoc *aws_ec2_poll(AwsProvider *prov, const char *region,
 		     const char *action, const char *params,
 		     CfsExportReport *report, double wait, GError **error)
@@ -547,7 +554,7 @@ xmlDoc *aws_ec2_poll(AwsProvider *prov, const char *region,
 			g_propagate_error(error, g_steal_pointer(&local));
 			return NULL;
 		}
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_wait(report, wait, error))
 			return NULL;
 	}
 }
@@ -558,12 +565,13 @@ bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 {
 	g_autofree char *sid = aws_form_escape(snapshot_id);
 	g_autofree char *params = g_strdup_printf("SnapshotId.1=%s", sid);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 
+	cfs_poll_init(&poll, report, prov->poll_s, AWS_POLL_MAX_S, 0);
 	for (;;) {
 		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, region,
 						     "DescribeSnapshots",
-						     params, report, wait,
+						     params, report, poll.wait,
 						     error);
 		g_autofree char *state = NULL, *progress = NULL, *msg = NULL;
 		xmlNode *item;
@@ -588,9 +596,8 @@ bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 		cfs_export_report(report, "snapshot",
 				  progress ? g_ascii_strtod(progress, NULL) :
 					     0.0);
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "snapshot", error))
 			return false;
-		wait = MIN(wait * 1.5, AWS_POLL_MAX_S);
 	}
 }
 
@@ -614,7 +621,12 @@ void aws_snapshot_delete(AwsProvider *prov, const char *region,
 void aws_ec2_sweep(AwsProvider *prov, const char *region, bool self)
 {
 	g_autoptr(GError) error = NULL;
-	g_autoptr(xmlDoc) doc = aws_ec2_call(
+	g_autoptr(xmlDoc) doc = NULL;
+
+	/* Images first: their snapshots cannot go while they are
+	 * registered. */
+	aws_image_sweep(prov, region, self);
+	doc = aws_ec2_call(
 		prov, region, "DescribeSnapshots",
 		"Owner.1=self&Filter.1.Name=tag%3A" "cloudfs%3Atemporary"
 		"&Filter.1.Value.1=true", &error);
@@ -628,8 +640,8 @@ void aws_ec2_sweep(AwsProvider *prov, const char *region, bool self)
 				       "snapshotSet/item");
 	     s; s = aws_xml_next(s, "item")) {
 		g_autofree char *id = aws_xml_text(s, "snapshotId");
-		g_autofree char *owner = xml_tag(s, AWS_TAG_OWNER);
-		g_autofree char *tmp = xml_tag(s, AWS_TAG_TEMPORARY);
+		g_autofree char *owner = aws_xml_tag(s, AWS_TAG_OWNER);
+		g_autofree char *tmp = aws_xml_tag(s, AWS_TAG_TEMPORARY);
 
 		if (!id || g_strcmp0(tmp, "true") != 0)
 			continue;

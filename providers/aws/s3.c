@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * export mode: EC2 CreateInstanceExportTask writes the instance's boot
- * volume as one image (vmdk, vhd or raw) to s3_bucket/s3_prefix; when the
+ * export mode: EC2 writes the instance's boot volume as one image (vmdk,
+ * vhd or raw) to s3_bucket/s3_prefix, either through a temporary image
+ * (export_method = image: CreateImage, ExportImage, then the image and
+ * its snapshots deleted) or directly (export_method = instance:
+ * CreateInstanceExportTask, for instances imported into EC2). When the
  * task completes, the object's size and ETag are the source's, and reads
  * are signed ranged GETs with If-Match (a replaced object fails instead of
  * mixing bytes). The object is deleted when the export ends (at unmount)
@@ -75,7 +78,10 @@ static bool s3_renew(CfsSource *src, GError **error)
 {
 	S3Source *ss = src->priv;
 
-	return aws_grant_renew(ss->prov, &ss->grant, error);
+	if (!aws_grant_renew(ss->prov, &ss->grant, error))
+		return false;
+	cfs_source_set_expiry(src, ss->grant.expires);
+	return true;
 }
 
 static const CfsSourceOps s3_source_ops = {
@@ -141,12 +147,13 @@ static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
 {
 	g_autofree char *t = aws_form_escape(tid);
 	g_autofree char *params = g_strdup_printf("ExportTaskId.1=%s", t);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 
+	cfs_poll_init(&poll, report, prov->poll_s, 10.0, 0);
 	for (;;) {
 		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, d->region,
 						     "DescribeExportTasks",
-						     params, report, wait,
+						     params, report, poll.wait,
 						     error);
 		g_autofree char *state = NULL, *msg = NULL;
 		xmlNode *item;
@@ -176,9 +183,8 @@ static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
 		}
 		cfs_export_report(report, "export",
 				  MAX(percent_of(msg), 0.0));
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "export task", error))
 			return false;
-		wait = MIN(wait * 1.5, 10.0);
 	}
 }
 
@@ -196,15 +202,112 @@ static void export_task_cancel(AwsProvider *prov, const AwsDisk *d,
 			  error->message);
 }
 
-CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
-			       CfsExportReport *report, GError **error)
+/* ExportImage of @image_id; the task id. */
+static char *image_task_start(AwsProvider *prov, const AwsDisk *d,
+			      const char *image_id, GError **error)
 {
-	AwsDisk *d = disk->priv;
-	g_autofree char *key = NULL, *tid = NULL, *what = NULL;
-	g_autoptr(CfsHttpRequest) head = NULL;
-	CfsAwsCreds *creds;
-	S3Source *ss;
-	CfsSource *src;
+	g_autofree char *img = aws_form_escape(image_id);
+	g_autofree char *bucket = aws_form_escape(prov->s3_bucket);
+	g_autofree char *prefix = aws_form_escape(prov->s3_prefix);
+	g_autofree char *upper = g_ascii_strup(prov->export_format, -1);
+	g_autofree char *desc = aws_form_escape("cloudfs export");
+	g_autofree char *params = g_strdup_printf(
+		"ImageId=%s&DiskImageFormat=%s&Description=%s"
+		"&S3ExportLocation.S3Bucket=%s%s%s", img, upper, desc, bucket,
+		*prefix ? "&S3ExportLocation.S3Prefix=" : "", prefix);
+	g_autoptr(xmlDoc) doc = aws_ec2_call(prov, d->region, "ExportImage",
+					     params, error);
+	char *tid;
+
+	if (!doc)
+		return NULL;
+	tid = aws_xml_text(xmlDocGetRootElement(doc), "exportImageTaskId");
+	if (!tid || !*tid) {
+		g_free(tid);
+		g_set_error(error, CFS_ERROR, EIO, "EC2 ExportImage of %s: no "
+			    "exportImageTaskId", image_id);
+		return NULL;
+	}
+	g_message("aws: export task %s of %s (%s) to s3://%s/%s started", tid,
+		  image_id, d->instance_id, prov->s3_bucket, prov->s3_prefix);
+	return tid;
+}
+
+/* Poll DescribeExportImageTasks until the task completed. */
+static bool image_task_wait(AwsProvider *prov, const AwsDisk *d,
+			    const char *tid, CfsExportReport *report,
+			    GError **error)
+{
+	g_autofree char *t = aws_form_escape(tid);
+	g_autofree char *params = g_strdup_printf("ExportImageTaskId.1=%s", t);
+	CfsPoll poll;
+
+	cfs_poll_init(&poll, report, prov->poll_s, 10.0, 0);
+	for (;;) {
+		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, d->region,
+						     "DescribeExportImageTasks",
+						     params, report, poll.wait,
+						     error);
+		g_autofree char *state = NULL, *msg = NULL, *pct = NULL;
+		xmlNode *item;
+
+		if (!doc)
+			return false;
+		item = aws_xml_path(xmlDocGetRootElement(doc),
+				    "exportImageTaskSet/item");
+		state = aws_xml_text(item, "status");
+		msg = aws_xml_text(item, "statusMessage");
+		pct = aws_xml_text(item, "progress");
+		if (g_strcmp0(state, "completed") == 0) {
+			cfs_export_report(report, "export", 100.0);
+			return true;
+		}
+		if (!item || g_strcmp0(state, "active") != 0) {
+			g_set_error(error, CFS_ERROR, EIO, "export task %s %s%s%s",
+				    tid, state ? state : "vanished",
+				    msg && *msg ? ": " : "", msg ? msg : "");
+			return false;
+		}
+		cfs_export_report(report, "export", MAX(percent_of(pct), 0.0));
+		if (!cfs_poll_next(&poll, 0, "export task", error))
+			return false;
+	}
+}
+
+/* export_method = image: the object's key. The image goes once the
+ * export is over, whatever its outcome. */
+static char *export_by_image(AwsProvider *prov, const AwsDisk *d,
+			     CfsExportReport *report, GError **error)
+{
+	g_autofree char *image = aws_image_create(prov, d, report, error);
+	g_autofree char *tid = NULL;
+	char *key = NULL;
+
+	if (!image)
+		return NULL;
+	if (!aws_image_wait(prov, d->region, image, report, error))
+		goto out;
+	cfs_export_report(report, "export", 0.0);
+	tid = image_task_start(prov, d, image, error);
+	if (!tid)
+		goto out;
+	if (!image_task_wait(prov, d, tid, report, error)) {
+		export_task_cancel(prov, d, tid);
+		goto out;
+	}
+	key = g_strdup_printf("%s%s.%s", prov->s3_prefix, tid,
+			      prov->export_format);
+out:
+	aws_image_delete(prov, d->region, image);
+	return key;
+}
+
+/* export_method = instance: the object's key. */
+static char *export_by_instance(AwsProvider *prov, const AwsDisk *d,
+				CfsExportReport *report, GError **error)
+{
+	g_autofree char *tid = NULL;
+	char *key = NULL;
 
 	cfs_export_report(report, "export", 0.0);
 	tid = export_task_start(prov, d, &key, error);
@@ -212,6 +315,7 @@ CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
 		return NULL;
 	if (!export_task_wait(prov, d, tid, &key, report, error)) {
 		export_task_cancel(prov, d, tid);
+		g_free(key);
 		return NULL;
 	}
 	if (!key || !*key) {
@@ -219,19 +323,38 @@ CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
 		key = g_strdup_printf("%s%s.%s", prov->s3_prefix, tid,
 				      prov->export_format);
 	}
+	return key;
+}
+
+CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
+			       CfsExportReport *report, GError **error)
+{
+	AwsDisk *d = disk->priv;
+	g_autofree char *key = NULL, *what = NULL;
+	g_autoptr(CfsHttpRequest) head = NULL;
+	CfsAwsCreds *creds;
+	gint64 expires = 0;
+	S3Source *ss;
+	CfsSource *src;
+
+	key = prov->export_method == AWS_EXPORT_IMAGE ?
+		export_by_image(prov, d, report, error) :
+		export_by_instance(prov, d, report, error);
+	if (!key)
+		return NULL;
 	/* The object is deleted afterwards: only one under our prefix. */
 	if (!g_str_has_prefix(key, prov->s3_prefix) || strstr(key, "..")) {
-		g_set_error(error, CFS_ERROR, EIO, "EC2 export task %s "
-			    "answered the object %s, outside s3_prefix '%s'",
-			    tid, key, prov->s3_prefix);
+		g_set_error(error, CFS_ERROR, EIO, "the export answered the "
+			    "object %s, outside s3_prefix '%s'", key,
+			    prov->s3_prefix);
 		return NULL;
 	}
-	creds = aws_creds_get(prov, error);
+	creds = aws_creds_get(prov, &expires, error);
 	if (!creds)
 		return NULL;
 	ss = g_new0(S3Source, 1);
 	ss->prov = prov;
-	aws_grant_init(&ss->grant, creds);
+	aws_grant_init(&ss->grant, creds, expires);
 	ss->region = g_strdup(d->region);
 	ss->key = g_strdup(key);
 	ss->url = s3_object_url(prov, d->region, prov->s3_bucket, key);
@@ -258,6 +381,7 @@ CfsSource *aws_s3_export_start(AwsProvider *prov, CfsDisk *disk,
 	src->map = cfs_extent_map_new_full(src->size);
 	src->identity = g_strdup_printf("s3://%s/%s %s", prov->s3_bucket, key,
 					ss->etag);
+	cfs_source_set_expiry(src, expires);
 	g_message("aws: %s: s3://%s/%s is ready, %" G_GUINT64_FORMAT " bytes",
 		  disk->name, prov->s3_bucket, key, src->size);
 	return src;

@@ -40,6 +40,7 @@ typedef struct {
 	CfsExtentMap *map;
 	char *identity;
 	char *etag;		/* a strong ETag, or NULL */
+	gint64 mtime;		/* Last-Modified or the file's, 0: unknown */
 } UrlImage;
 
 typedef struct {
@@ -102,9 +103,11 @@ static bool url_parse_entry(UrlImage *img, GError **error)
 	return false;
 }
 
-/* Keys of the [url] section that are HTTP settings, not images. */
+/* Keys of the [url] section that are settings, not images: HTTP, and
+ * the engine's (which VMs this mount shows). */
 static const char *const url_setting_keys[] = {
-	"insecure", "ca_file", "thumbprint", "client_cert", "client_key", NULL,
+	"insecure", "ca_file", "thumbprint", "client_cert", "client_key",
+	"include", "exclude", "shard", NULL,
 };
 
 static CfsProvider *url_create(GKeyFile *conf, const char *section,
@@ -218,6 +221,8 @@ static bool url_probe_http(CfsProvider *base, UrlImage *img, GError **error)
 		g_free(img->identity);
 		img->identity = weak;
 	}
+	img->mtime = req->last_modified ?
+			     MAX(curl_getdate(req->last_modified, NULL), 0) : 0;
 	g_free(img->etag);
 	/* Weak ETags cannot be used with If-Match. */
 	img->etag = req->etag && !g_str_has_prefix(req->etag, "W/") ?
@@ -271,6 +276,7 @@ static bool url_probe_file(UrlImage *img, GError **error)
 	}
 	img->size = (guint64)st.st_size;
 	img->random = true;
+	img->mtime = st.st_mtim.tv_sec;
 	g_clear_pointer(&img->map, cfs_extent_map_unref);
 	img->map = url_file_map(fd, img->size);
 	close(fd);
@@ -344,6 +350,7 @@ static bool url_list(CfsProvider *base, GPtrArray *vms, GError **error)
 
 		url_probe(base, img);
 		vm->info_json = url_info_json(img);
+		vm->mtime = img->mtime;
 		if (img->error) {
 			vm->error = g_strdup(img->error);
 		} else {

@@ -75,13 +75,43 @@ What it adds to moto
           set) answers "status" (429, 503 or 500; default code per status:
           ThrottlingException, ServiceUnavailable / SlowDown /
           RequestLimitExceeded, InternalError), at most "limit" times; or,
-          with "stall": S, waits S seconds and then answers normally; or,
-          with "body": B, answers B (JSON, or a string as it is) with
-          "status" (default 200), for hostile answers. EBS
+          with "stall": S, answers normally after S seconds (the request
+          is checked when it arrives); or, with "body": B, answers B (JSON,
+          or a string as it is) with "status" (default 200), for hostile
+          answers. EBS
           gets JSON with x-amzn-ErrorType, EC2 a Query XML error, S3 an XML
           error.
       GET  /_launcher/state        the seed state
-      PUT  /_launcher/config       {"snapshot_seconds": x, "export_seconds": y}
+      PUT  /_launcher/config       {"snapshot_seconds": x, "export_seconds": y,
+                                    "block_token_seconds": t,
+                                    "creds_seconds": c,
+                                    "container_token": "...",
+                                    "sso_token": "..."}
+* Expiring credentials. Requests signed with an access key id that has an
+  expiry (below) and are past it are refused as real AWS does: EC2 400
+  RequestExpired, S3 400 ExpiredToken, EBS 403 ExpiredTokenException
+  (counted in faults_injected as "ExpiredToken").
+      PUT  /_launcher/expiring_keys   {key id: epoch seconds} (merged in)
+  Keys from STS AssumeRole (moto's) expire after their DurationSeconds.
+  The control port also serves credentials that expire after
+  creds_seconds (default 3600), each call a new key (counted as
+  "ContainerCredentials" and "InstanceProfile"):
+      GET  /creds                  container credentials (ECS shape); with
+                                   container_token set, the Authorization
+                                   header must equal it (else 401)
+      PUT  /latest/api/token       IMDSv2 session token (needs the header
+                                   X-aws-ec2-metadata-token-ttl-seconds)
+      GET  /latest/meta-data/iam/security-credentials/[cloudfs-role]
+                                   (needs X-aws-ec2-metadata-token)
+      GET  /federation/credentials  the SSO portal's GetRoleCredentials
+                                   (x-amz-sso_bearer_token must equal
+                                   sso_token; counted "GetRoleCredentials")
+  so AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:CONTROL/creds
+  or AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:CONTROL.
+* Block tokens expire after block_token_seconds (default 7 days, as real
+  EBS): ListSnapshotBlocks gives that ExpiryTime and tokens that say it;
+  GetSnapshotBlock with an expired one answers 400 ValidationException,
+  Reason INVALID_BLOCK_TOKEN (counted as "ExpiredBlockToken").
   --faults JSON (or env CFS_AWS_FAULTS) sets the initial table.
 * --strict N: signatures are checked after the first N requests (moto's
   INITIAL_NO_AUTH_ACTION_COUNT; seeding does not count). Use the first
@@ -132,7 +162,11 @@ from werkzeug.serving import make_server
 ACCOUNT = "123456789012"
 QEMU_IMG = "/usr/bin/qemu-img"
 CFG = {"snapshot_seconds": 1.5, "export_seconds": 3.0,
-       "block_size": 524288, "region": "us-east-1"}
+       "block_size": 524288, "region": "us-east-1",
+       "block_token_seconds": 7 * 86400, "creds_seconds": 3600,
+       "container_token": None}
+EXPIRING = {}                  # access key id -> epoch; protected by LOCK
+IMDS_TOKENS = set()            # protected by LOCK
 STATE = {}
 LOCAL = threading.local()      # .in_start_snapshot
 QUIET = [False]                # while seeding: snapshots complete at once
@@ -229,10 +263,19 @@ Snapshot.progress = property(_snap_progress)
 _orig_create_image = AmiBackend.create_image
 
 
-def create_image(self, instance_id, *args, **kwargs):
+def create_image(self, instance_id, name=None, description=None,
+                 tag_specifications=None):
     """moto snapshots a blank 15 GiB volume for a new AMI: give that
-    snapshot the instance's root volume data and size instead."""
-    ami = _orig_create_image(self, instance_id, *args, **kwargs)
+    snapshot the instance's root volume data and size instead. Tags for
+    the snapshot (which moto refuses) go on it too."""
+    specs = tag_specifications or []
+    snap_tags = [t for sp in specs if sp.get("ResourceType") == "snapshot"
+                 for t in sp.get("Tags", [])]
+    specs = [sp for sp in specs if sp.get("ResourceType") != "snapshot"]
+    ami = _orig_create_image(self, instance_id, name, description,
+                             tag_specifications=specs)
+    for t in snap_tags:
+        ami.ebs_snapshot.add_tag(t["Key"], t["Value"])
     root = instance_root_volume(self, self.get_instance(instance_id))
     es = ebs_backends[self.account_id][self.region_name].snapshots.get(
         ami.ebs_snapshot.id)
@@ -275,14 +318,32 @@ def list_snapshot_blocks(self):
                          "INVALID_PAGE_TOKEN")
     idxs = sorted(int(k) for k in snap.blocks if int(k) >= start)
     page, rest = idxs[:limit], idxs[limit:]
+    expiry = time.time() + CFG["block_token_seconds"]
     out = {"Blocks": [{"BlockIndex": i,
-                       "BlockToken": snap.blocks[str(i)].block_token}
+                       "BlockToken": block_token(snap.blocks[str(i)],
+                                                 expiry)}
                       for i in page],
-           "ExpiryTime": time.time() + 7 * 86400,
+           "ExpiryTime": expiry,
            "VolumeSize": snap.volume_size, "BlockSize": snap.block_size}
     if rest:
         out["NextToken"] = str(rest[0])
     return 200, {"Content-Type": "application/json"}, json.dumps(out)
+
+
+def block_token(block, expiry):
+    """A token that says when it expires: base64 of "token|expiry"."""
+    return base64.b64encode(
+        f"{block.block_token}|{expiry:.3f}".encode()).decode()
+
+
+def token_parts(token):
+    """(moto's token, expiry) of one of ours; (token, None) otherwise."""
+    try:
+        orig, _, exp = base64.b64decode(token, validate=True).decode() \
+            .partition("|")
+        return orig, float(exp)
+    except Exception:
+        return token, None
 
 
 def get_snapshot_block(self):
@@ -295,6 +356,16 @@ def get_snapshot_block(self):
                          "SNAPSHOT_NOT_FOUND")
     block = snap.blocks.get(idx)
     token = parse_qs(urlparse(self.uri).query).get("blockToken", [None])[0]
+    expiry = None
+    if token:
+        token, expiry = token_parts(token)
+    if block is not None and expiry is not None and expiry < time.time():
+        with LOCK:
+            INJECTED["ExpiredBlockToken"] = \
+                INJECTED.get("ExpiredBlockToken", 0) + 1
+        return ebs_error(400, "ValidationException",
+                         "The block token has expired.",
+                         "INVALID_BLOCK_TOKEN")
     if block is None or (token and token != block.block_token):
         return ebs_error(400, "ValidationException",
                          f"Block {idx} of {sid}: no such block or token",
@@ -454,7 +525,8 @@ def describe_export_tasks(self):
 
 
 def cancel_export_task(self):
-    t = _task(self._get_param("ExportTaskId"), "instance")
+    tid = self._get_param("ExportTaskId")
+    t = _task(tid, "image" if tid.startswith("export-ami-") else "instance")
     with LOCK:
         if t["state"] == "active":
             t["cancel"], t["state"] = True, "cancelling"
@@ -598,6 +670,101 @@ def fault_response(service, action, f):
     return status, [("Content-Type", "application/xml")], body.encode()
 
 
+# ---- expiring credentials ------------------------------------------------------
+
+KEY_RE = re.compile(r"Credential=([^/,\s]+)/")
+EXPIRED = {"ec2": (400, "RequestExpired", "Request has expired."),
+           "s3": (400, "ExpiredToken", "The provided token has expired."),
+           "ebs": (403, "ExpiredTokenException",
+                   "The security token included in the request is expired")}
+
+
+def expired_key(environ):
+    """Whether the request is signed with a key past its expiry."""
+    m = KEY_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if not m:
+        return False
+    with LOCK:
+        exp = EXPIRING.get(m.group(1))
+        if exp is None or exp >= time.time():
+            return False
+        INJECTED["ExpiredToken"] = INJECTED.get("ExpiredToken", 0) + 1
+    return True
+
+
+def _sts_assume_role(orig):
+    def assume_role(self, *args, **kwargs):
+        role = orig(self, *args, **kwargs)
+        with LOCK:
+            EXPIRING[role.access_key_id] = role.expiration.replace(
+                tzinfo=__import__("datetime").timezone.utc).timestamp()
+        return role
+    return assume_role
+
+
+def _patch_sts():
+    from moto.sts.models import STSBackend
+    STSBackend.assume_role = _sts_assume_role(STSBackend.assume_role)
+
+
+_patch_sts()
+
+
+def new_temporary_creds(action):
+    """Fresh credentials that expire after creds_seconds, recorded."""
+    n = mock_random.get_random_hex(16).upper()
+    key = "ASIACFS" + n[:13]
+    exp = time.time() + CFG["creds_seconds"]
+    with LOCK:
+        EXPIRING[key] = exp
+        CALLS[action] = CALLS.get(action, 0) + 1
+    return {"AccessKeyId": key, "SecretAccessKey": "secret" + n,
+            "Token": "token" + n, "Code": "Success",
+            "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                        time.gmtime(exp))}
+
+
+def creds_endpoint(method, path, headers):
+    """Container and instance-metadata credentials on the control port:
+    (status, body bytes), or None for another path."""
+    if path == "/creds" and method == "GET":
+        want = CFG.get("container_token")
+        if want and headers.get("Authorization") != want:
+            return 401, b'{"message": "bad token"}'
+        return 200, json.dumps(new_temporary_creds(
+            "ContainerCredentials")).encode()
+    if path == "/latest/api/token" and method == "PUT":
+        if not headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+            return 400, b""
+        tok = mock_random.get_random_hex(32)
+        with LOCK:
+            IMDS_TOKENS.add(tok)
+        return 200, tok.encode()
+    if path == "/federation/credentials" and method == "GET":
+        if headers.get("x-amz-sso_bearer_token") != CFG.get("sso_token"):
+            return 401, b'{"message": "Session token not found or invalid"}'
+        c = new_temporary_creds("GetRoleCredentials")
+        return 200, json.dumps({"roleCredentials": {
+            "accessKeyId": c["AccessKeyId"],
+            "secretAccessKey": c["SecretAccessKey"],
+            "sessionToken": c["Token"],
+            "expiration": int(EXPIRING[c["AccessKeyId"]] * 1000)}}).encode()
+    prefix = "/latest/meta-data/iam/security-credentials/"
+    if path.startswith(prefix) and method == "GET":
+        with LOCK:
+            ok = headers.get("X-aws-ec2-metadata-token") in IMDS_TOKENS
+        if not ok:
+            return 401, b""
+        role = path[len(prefix):]
+        if not role:
+            return 200, b"cloudfs-role\n"
+        if role != "cloudfs-role":
+            return 404, b""
+        return 200, json.dumps(new_temporary_creds(
+            "InstanceProfile")).encode()
+    return None
+
+
 def control(method, path, body):
     """The /_launcher/ endpoints; returns (status, object)."""
     path = path.rstrip("/")
@@ -622,10 +789,19 @@ def control(method, path, body):
             return 200, dict(FAULTS)
         if path == "/_launcher/state":
             return 200, STATE
+        if path == "/_launcher/expiring_keys":
+            if method in ("PUT", "POST"):
+                EXPIRING.update({k: float(v) for k, v in data.items()})
+            return 200, dict(EXPIRING)
         if path == "/_launcher/config":
             if method in ("PUT", "POST"):
                 CFG.update({k: float(v) for k, v in data.items()
-                            if k in ("snapshot_seconds", "export_seconds")})
+                            if k in ("snapshot_seconds", "export_seconds",
+                                     "block_token_seconds",
+                                     "creds_seconds")})
+                for k in ("container_token", "sso_token"):
+                    if k in data:
+                        CFG[k] = data[k]
             return 200, dict(CFG)
     return 404, {"error": f"no such endpoint {method} {path}"}
 
@@ -647,10 +823,24 @@ class Middleware:
         if path.startswith("/moto-api"):
             return self.app(environ, start_response)
         service, action = classify(environ)
+        if expired_key(environ):
+            with LOCK:
+                CALLS[action] = CALLS.get(action, 0) + 1
+            status, code, msg = EXPIRED.get(service, EXPIRED["s3"])
+            status, headers, out = fault_response(
+                service, action, {"status": status, "code": code,
+                                  "message": msg})
+            headers.append(("Content-Length", str(len(out))))
+            start_response(f"{status} Expired", headers)
+            return [out]
         f = fault_for(action)
         if f and f.get("stall"):
+            # A slow answer, not a slow arrival: what the request carries
+            # (signature, block token) is checked when it comes in.
+            out = self.app(environ, start_response)
             time.sleep(float(f["stall"]))
-        elif f:
+            return out
+        if f:
             status, headers, out = fault_response(service, action, f)
             headers.append(("Content-Length", str(len(out))))
             start_response(f"{status} Injected", headers)
@@ -661,6 +851,17 @@ class Middleware:
 class ControlHandler(BaseHTTPRequestHandler):
     def _any(self):
         n = int(self.headers.get("Content-Length") or 0)
+        got = creds_endpoint(self.command, self.path.split("?")[0],
+                             self.headers)
+        if got is not None:
+            if n:
+                self.rfile.read(n)
+            self.send_response(got[0])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(got[1])))
+            self.end_headers()
+            self.wfile.write(got[1])
+            return
         status, obj = control(self.command, self.path.split("?")[0],
                               self.rfile.read(n) if n else b"")
         out = json.dumps(obj).encode()

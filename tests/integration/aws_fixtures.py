@@ -124,6 +124,16 @@ class AwsLauncher:
     def clear_faults(self):
         return self._control("DELETE", "/_launcher/faults")
 
+    def config(self, **keys):
+        """Change snapshot_seconds, export_seconds, block_token_seconds,
+        creds_seconds, container_token, sso_token; returns them all."""
+        return self._control("PUT", "/_launcher/config", keys)
+
+    @property
+    def control_url(self):
+        """Where the credential fakes (container, IMDS, SSO) answer."""
+        return "http://127.0.0.1:%d" % self.control_port
+
     # --- what was seeded ---
     def instance(self, name):
         for inst in self.state["instances"]:

@@ -232,11 +232,14 @@ def test_throttling_with_400(emu, mount, monkeypatch, tmp_path):
 
 # --- export mode ---------------------------------------------------------------
 
-def test_export_mode(emu, mount, monkeypatch, tmp_path):
+@pytest.mark.parametrize("method", ["image", "instance"])
+def test_export_mode(method, emu, mount, monkeypatch, tmp_path):
     aws_env(monkeypatch)
     m = mount(config_text=aws_config(emu, mode="export", s3_bucket="exports",
                                      s3_prefix="cloudfs/",
-                                     keep_exports="true"))
+                                     keep_exports="true",
+                                     export_method=None if method == "image"
+                                     else method))
     web = vm_dir(m, emu, "web01")
     assert sorted(p for p in os.listdir(web) if not p.endswith("progress")) \
         == ["disk.vmdk", "info.json"]
@@ -262,16 +265,39 @@ def test_export_mode(emu, mount, monkeypatch, tmp_path):
     # Before the provider's first report the phase is "-".
     busy = [p for s, p in phases
             if s in ("preparing", "transferring") and p != "-"]
-    assert busy and busy[0].startswith("export:"), phases
     calls = emu.calls()
-    assert calls.get("CreateInstanceExportTask") == 1, calls
-    assert calls.get("DescribeExportTasks", 0) >= 1, calls
     assert calls.get("CreateSnapshot", 0) == 0, calls
-
-    task = emu.boto("print(json.dumps(ec2.describe_export_tasks()"
-                    "['ExportTasks'][-1]['ExportToS3Task']))")
-    assert task["S3Bucket"] == "exports"
-    want = emu.s3_get("exports", task["S3Key"], tmp_path / "s3.vmdk")
+    if method == "instance":
+        assert busy and busy[0].startswith("export:"), phases
+        assert calls.get("CreateInstanceExportTask") == 1, calls
+        assert calls.get("DescribeExportTasks", 0) >= 1, calls
+        task = emu.boto("print(json.dumps(ec2.describe_export_tasks()"
+                        "['ExportTasks'][-1]['ExportToS3Task']))")
+        assert task["S3Bucket"] == "exports"
+        key = task["S3Key"]
+    else:
+        # A temporary image, exported, then deregistered with its
+        # snapshot: nothing of it is left.
+        # moto's images are available at once: phase=image may be too
+        # short to be seen.
+        assert busy and busy[0].split(":")[0] in ("image", "export"), phases
+        assert any(p.startswith("export:") for p in busy), phases
+        assert calls.get("CreateImage") == 1, calls
+        assert calls.get("ExportImage") == 1, calls
+        assert calls.get("DescribeExportImageTasks", 0) >= 1, calls
+        assert calls.get("DeregisterImage") == 1, calls
+        assert calls.get("DeleteSnapshot") == 1, calls
+        assert calls.get("CreateInstanceExportTask", 0) == 0, calls
+        left = emu.boto(
+            "r = ec2.describe_images(Owners=['self'], Filters=[{'Name': "
+            "'tag:cloudfs:temporary', 'Values': ['true']}])\n"
+            "print(json.dumps([i['ImageId'] for i in r['Images']]))")
+        assert left == [] and emu.cloudfs_snapshots() == []
+        task = emu.boto("print(json.dumps(ec2.describe_export_image_tasks()"
+                        "['ExportImageTasks'][-1]))")
+        assert task["S3ExportLocation"]["S3Bucket"] == "exports"
+        key = "cloudfs/%s.vmdk" % task["ExportImageTaskId"]
+    want = emu.s3_get("exports", key, tmp_path / "s3.vmdk")
     assert got == want, "the VMDK from S3 differs from what EC2 exported"
     path = tmp_path / "export.vmdk"
     path.write_bytes(got)
@@ -441,3 +467,221 @@ def test_several_regions(emu, mount, monkeypatch):
     info = json.loads((vm_dir(m, emu, "db01") / "info.json").read_text())
     assert info["region"] == emu.region
     assert emu.calls("DescribeInstances") == 2
+
+
+# --- the credential chain, and grants that expire during a copy -------------------
+
+SECRET_RE = r"(secret|token)[0-9A-F]{16}"
+
+
+def slow_blocks(emu, seconds=1.0):
+    """Every GetSnapshotBlock waits: a copy that lasts."""
+    emu.faults({"GetSnapshotBlock": {"every": 1, "stall": seconds}})
+
+
+@pytest.fixture
+def short_lived(emu):
+    yield emu
+    emu.config(creds_seconds=3600, block_token_seconds=7 * 86400,
+               container_token=None, sso_token=None)
+
+
+def copy_and_compare(m, emu, name, tmp_path):
+    vm = vm_dir(m, emu, name)
+    dst = tmp_path / ("%s.vmdk" % name)
+    t0 = time.monotonic()
+    run_tool(["cp", vm / "disk.vmdk", dst], timeout=120)
+    took = time.monotonic() - t0
+    qemu_compare(emu.images[name][0].path, dst, "vmdk")
+    return took
+
+
+def test_container_credentials_expire_during_copy(short_lived, mount,
+                                                  monkeypatch, tmp_path):
+    """Container credentials that last 3 s; the launcher refuses a key
+    past its expiry. A copy of many seconds completes byte-identical, so
+    the credentials were renewed while it ran."""
+    emu = short_lived
+    life = 3
+    emu.config(creds_seconds=life, container_token="Bearer abc")
+    aws_env(monkeypatch, key=None, home=tmp_path)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                       emu.control_url + "/creds")
+    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer abc")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    m = mount(config_text=aws_config(emu), options={"parallel": "1"})
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    slow_blocks(emu, 2.0)
+    took = copy_and_compare(m, emu, "web01", tmp_path)
+    assert took > 2 * life, "the copy took %.1f s only" % took
+    fetched = emu.calls("ContainerCredentials")
+    assert fetched >= 3, fetched
+    log = m.log_text()
+    assert "container credentials at http://127.0.0.1" in log
+    assert "grant renewed" in log
+    import re
+    assert not re.search(SECRET_RE, log), "a secret reached the log"
+
+
+def test_instance_profile_through_imdsv2(short_lived, mount, monkeypatch,
+                                         tmp_path):
+    emu = short_lived
+    aws_env(monkeypatch, key=None, home=tmp_path)
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.control_url)
+    m = mount(config_text=aws_config(emu))
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    assert emu.calls("InstanceProfile") == 1
+    assert "instance profile cloudfs-role (IMDSv2)" in m.log_text()
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    off = mount(config_text=aws_config(emu), name="off")
+    errors = [l.get("error", "") for l in off.progress("aws")
+              if l["state"] == "failed"]
+    assert errors and "no AWS credentials" in errors[0], errors
+
+
+def write_aws_files(home, config, credentials=None):
+    (home / ".aws").mkdir(parents=True, exist_ok=True)
+    (home / ".aws" / "config").write_text(config)
+    if credentials is not None:
+        (home / ".aws" / "credentials").write_text(credentials)
+
+
+def test_assume_role_with_source_profile(emu, mount, monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    write_aws_files(home, "[profile base]\nregion = %s\n"
+                    "[profile admin]\nrole_arn = arn:aws:iam::123456789012:"
+                    "role/cloudfs\nsource_profile = base\n"
+                    "role_session_name = test\n" % emu.region,
+                    "[base]\naws_access_key_id = AKIDBASE\n"
+                    "aws_secret_access_key = %s\n" % SECRET)
+    aws_env(monkeypatch, key=None, home=home)
+    monkeypatch.setenv("AWS_PROFILE", "admin")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    m = mount(config_text=aws_config(emu))
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    assert emu.calls("AssumeRole") == 1
+    log = m.log_text()
+    assert ("AssumeRole arn:aws:iam::123456789012:role/cloudfs with "
+            "profile base in") in log
+    assert SECRET not in log
+
+
+def test_web_identity_from_environment(emu, mount, monkeypatch, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjbG91ZGZzIn0.c2ln\n")
+    aws_env(monkeypatch, key=None, home=tmp_path)
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/wi")
+    m = mount(config_text=aws_config(emu))
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    assert emu.calls("AssumeRoleWithWebIdentity") == 1
+    assert "c2ln" not in m.log_text()
+
+
+def test_credential_process(emu, mount, monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    script = tmp_path / "creds.sh"
+    script.write_text("#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": "
+                      "\"AKIDPROC\", \"SecretAccessKey\": \"%s\", "
+                      "\"SessionToken\": \"tok\", \"Expiration\": "
+                      "\"2099-01-01T00:00:00Z\"}'\n" % SECRET)
+    script.chmod(0o755)
+    write_aws_files(home, "[default]\ncredential_process = \"%s\" --x\n"
+                    "[profile broken]\ncredential_process = /bin/false\n"
+                    % script)
+    aws_env(monkeypatch, key=None, home=home)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    m = mount(config_text=aws_config(emu))
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    log = m.log_text()
+    assert "credential_process of profile default (key id AKIDPROC, " \
+        "temporary)" in log
+    assert SECRET not in log
+
+    bad = mount(config_text=aws_config(emu, profile="broken"), name="bad")
+    errors = [l.get("error", "") for l in bad.progress("aws")
+              if l["state"] == "failed"]
+    assert errors and "credential_process of profile 'broken' failed" \
+        in errors[0], errors
+
+
+def test_sso_cached_token(short_lived, mount, monkeypatch, tmp_path):
+    emu = short_lived
+    home = tmp_path / "home"
+    write_aws_files(home, "[profile dev]\nsso_session = corp\n"
+                    "sso_account_id = 123456789012\nsso_role_name = Admin\n"
+                    "[sso-session corp]\nsso_region = %s\n"
+                    "sso_start_url = https://corp.awsapps.com/start\n"
+                    % emu.region)
+    cache = home / ".aws" / "sso" / "cache"
+    cache.mkdir(parents=True)
+    name = hashlib.sha1(b"corp").hexdigest() + ".json"
+    (cache / name).write_text(json.dumps({
+        "accessToken": "ssotoken123", "expiresAt": "2099-01-01T00:00:00Z",
+        "region": emu.region}))
+    emu.config(sso_token="ssotoken123")
+    aws_env(monkeypatch, key=None, home=home)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    m = mount(config_text=aws_config(emu, profile="dev",
+                                     endpoint_url_sso=emu.control_url))
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    assert emu.calls("GetRoleCredentials") == 1
+    assert "SSO role Admin of account 123456789012" in m.log_text()
+    assert "ssotoken123" not in m.log_text()
+
+
+def test_block_tokens_expire_during_copy(short_lived, mount, monkeypatch,
+                                         tmp_path):
+    """Block tokens that last 3 s; GetSnapshotBlock refuses expired ones.
+    A longer copy completes because the blocks are listed again."""
+    emu = short_lived
+    life = 3
+    emu.config(block_token_seconds=life)
+    aws_env(monkeypatch)
+    m = mount(config_text=aws_config(emu), options={"parallel": "1"})
+    assert (vm_dir(m, emu, "web01") / "disk.vmdk").exists()
+    slow_blocks(emu, 2.0)
+    took = copy_and_compare(m, emu, "web01", tmp_path)
+    assert took > 2 * life, "the copy took %.1f s only" % took
+    assert emu.calls("ListSnapshotBlocks") >= 2
+    assert "block tokens listed again" in m.log_text()
+
+
+def test_image_left_by_a_crash_is_deleted(emu, mount, monkeypatch, tmp_path):
+    """A temporary image (and its snapshot) whose owner is a process of
+    this machine and cache that is gone is deregistered at mount; one of
+    another machine is left alone."""
+    aws_env(monkeypatch)
+    cache = tmp_path / "cache"
+    me = open("/etc/machine-id").read().strip()[:16]
+    cache_hash = hashlib.sha256(str(cache).encode()).hexdigest()[:8]
+    made = {}
+    for label, owner in (("stale", "%s-%s-999999-1" % (me, cache_hash)),
+                         ("foreign", "0123456789abcdef-%s-1-1" % cache_hash)):
+        made[label] = emu.boto(
+            "i = ec2.describe_instances()['Reservations'][0]['Instances']"
+            "[0]['InstanceId']\n"
+            "tags = [{'Key': 'cloudfs:temporary', 'Value': 'true'},"
+            "{'Key': 'cloudfs:owner', 'Value': %r}]\n"
+            "r = ec2.create_image(InstanceId=i, Name=%r, TagSpecifications=["
+            "{'ResourceType': 'image', 'Tags': tags},"
+            "{'ResourceType': 'snapshot', 'Tags': tags}])\n"
+            "print(json.dumps(r['ImageId']))" % (owner, label))
+    emu.reset_stats()
+
+    def images():
+        return set(emu.boto(
+            "r = ec2.describe_images(Owners=['self'], Filters=[{'Name': "
+            "'tag:cloudfs:temporary', 'Values': ['true']}])\n"
+            "print(json.dumps([i['ImageId'] for i in r['Images']]))"))
+    assert {made["stale"], made["foreign"]} <= images()
+    m = mount(config_text=aws_config(emu), cache_dir=cache)
+    assert os.listdir(m.path / "aws")
+    wait_until(lambda: made["stale"] not in images(), 30,
+               what="the stale image to be deregistered")
+    assert made["foreign"] in images()
+    assert emu.calls("DeregisterImage") == 1
+    assert emu.calls("DeleteSnapshot") == 1
+    assert "deleting image %s left behind" % made["stale"] in m.log_text()
+    emu.boto("ec2.deregister_image(ImageId=%r)" % made["foreign"])

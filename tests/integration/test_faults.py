@@ -5,6 +5,8 @@ no range support, and URLs that fail from the start."""
 import errno
 import json
 import os
+import threading
+import time
 
 import pytest
 
@@ -108,3 +110,35 @@ def test_server_without_ranges(http_server, images, mount, tmp_path):
     assert sent <= 2 * img.size, \
         "%d bytes sent for a %d-byte image read as a stream" % (sent, img.size)
     m.wait_state("url/web01/disk.raw.progress", "complete")
+
+
+def test_throttled_retries_wait_for_retry_after(http_server, images, mount):
+    """A 429 that says Retry-After: 2 is not tried again sooner."""
+    img = images.random("slow.raw", 1 * MiB, seed=32)
+    m = mount({"slow": http_server.url(img.name)},
+              options={"chunk_size": "1M"})
+    assert m.disk("slow").stat().st_size == img.size
+    http_server.faults(ranged_only=True, fail_every=1, fail_status=429,
+                       retry_after=2, path="/" + img.name)
+    # Only the first ranged request fails: the fault table is replaced as
+    # soon as the daemon has seen it.
+    stop = threading.Event()
+
+    def clear_after_first():
+        while not stop.is_set():
+            if sum(http_server.injected().values()):
+                http_server.faults()
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=clear_after_first)
+    t.start()
+    try:
+        assert read_range(m.disk("slow"), 0, 4096) == img.read(0, 4096)
+    finally:
+        stop.set()
+        t.join()
+    recs = [r for r in http_server.stats(img.name)["ranges"]
+            if r.get("range") not in (None, "bytes=0-0")]
+    assert recs[0]["status"] == 429, recs
+    assert recs[1]["began"] - recs[0]["began"] >= 1.9, recs[:2]
