@@ -453,10 +453,10 @@ static guint crash_and_check(Env *e, const char *live, guint round)
 	/* The bitmaps after the data: they may only say less than newer
 	 * ones. The machine restarted: the boot differs. */
 	for (guint i = 0; i < 2; i++) {
-		const char *name = i ? "bitmap" : "durable";
+		const char *file = i ? "bitmap" : "durable";
 
-		from = g_build_filename(live, name, NULL);
-		to = g_build_filename(dir, name, NULL);
+		from = g_build_filename(live, file, NULL);
+		to = g_build_filename(dir, file, NULL);
 		copy_file(from, to);
 		g_free(from);
 		g_free(to);
