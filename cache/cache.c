@@ -376,9 +376,10 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 			c->present += len;
 		}
 	}
-	cfs_store_attach(store, c);
+	/* Once attached, eviction may change present: say it before. */
 	g_debug("cache %s: %s, %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
 		" bytes present", label, c->dir, c->present, c->total);
+	cfs_store_attach(store, c);
 	return c;
 }
 

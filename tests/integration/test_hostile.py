@@ -77,7 +77,8 @@ FOREIGN_TASK = (
 def test_export_key_outside_prefix_is_not_touched(emu, mount, monkeypatch):
     aws_env(monkeypatch)
     m = mount(config_text=aws_config(emu, mode="export", s3_bucket="exports",
-                                     s3_prefix="cloudfs/"))
+                                     s3_prefix="cloudfs/",
+                                     export_method="instance"))
     emu.faults({"DescribeExportTasks": {"body": FOREIGN_TASK}})
     web = vm_dir(m, emu, "web01")
     with pytest.raises(OSError) as exc:

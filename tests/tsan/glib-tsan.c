@@ -9,6 +9,7 @@
  */
 #include <dlfcn.h>
 #include <glib.h>
+#include <pthread.h>
 #include <sanitizer/tsan_interface.h>
 
 /* GLib's own function, found once (atomically: any thread may be
@@ -150,25 +151,51 @@ static void pool_trampoline(gpointer data, gpointer job)
 	j->func(data, j->user_data);
 }
 
+/* The PoolJob of each pool, found without reading the pool (GLib frees
+ * it in a worker thread, which TSan would take for a race). */
+static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	GThreadPool *pool;
+	PoolJob *job;
+} pools[64];
+
 GThreadPool *g_thread_pool_new(GFunc func, gpointer user_data,
 			       gint max_threads, gboolean exclusive,
 			       GError **error)
 {
 	/* Lives as long as the process: pools are few. */
 	PoolJob *j = g_new(PoolJob, 1);
+	GThreadPool *pool;
 
 	REAL(GThreadPool *, "g_thread_pool_new", GFunc, gpointer, gint,
 	     gboolean, GError **);
 	j->func = func;
 	j->user_data = user_data;
-	return real(pool_trampoline, j, max_threads, exclusive, error);
+	pool = real(pool_trampoline, j, max_threads, exclusive, error);
+	pthread_mutex_lock(&pools_lock);
+	for (guint i = 0; pool && i < G_N_ELEMENTS(pools); i++) {
+		if (!pools[i].pool || pools[i].pool == pool) {
+			pools[i].pool = pool;
+			pools[i].job = j;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&pools_lock);
+	return pool;
 }
 
 gboolean g_thread_pool_push(GThreadPool *pool, gpointer data, GError **error)
 {
+	PoolJob *j = NULL;
+
 	REAL(gboolean, "g_thread_pool_push", GThreadPool *, gpointer,
 	     GError **);
-	/* The pool's user_data is the PoolJob the trampoline acquires. */
-	__tsan_release(pool->user_data);
+	pthread_mutex_lock(&pools_lock);
+	for (guint i = 0; i < G_N_ELEMENTS(pools) && !j; i++)
+		if (pools[i].pool == pool)
+			j = pools[i].job;
+	pthread_mutex_unlock(&pools_lock);
+	if (j)	/* the trampoline acquires it */
+		__tsan_release(j);
 	return real(pool, data, error);
 }
