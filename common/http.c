@@ -155,7 +155,7 @@ void cfs_http_config_init(CfsHttpConfig *config)
 	*config = (CfsHttpConfig){
 		.max_attempts = 6,
 		.max_connections = 64,
-		.host_connections = 16,
+		.host_connections = 64,
 		.connect_timeout_s = 15,
 		.stall_timeout_s = 30,
 		.backoff_base_s = 0.25,
