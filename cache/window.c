@@ -20,31 +20,43 @@ void cfs_window_init(CfsWindow *w, guint start, guint cap)
 {
 	*w = (CfsWindow){ .cap = MAX(cap, 1) };
 	w->size = CLAMP(start, 1, w->cap);
+	w->best_size = w->size;
 }
 
 static void window_round_end(CfsWindow *w, double rate)
 {
+	guint probe_from = w->probe_from;
+
+	w->probe_from = 0;
 	if (rate > w->best * GROWTH) {
 		w->best = rate;
+		w->best_size = w->size;
 		w->flat = 0;
 		if (!w->settled)
 			w->size = MIN(w->size * 2, w->cap);
-		else	/* a probe that paid: keep probing */
-			w->size = MIN(w->size + MAX(w->size / 4, 1), w->cap);
 		return;
 	}
-	if (rate > w->best)
-		w->best = rate;
+	if (probe_from) {
+		/* A larger window did not pay: back to what did. */
+		w->size = probe_from;
+		w->settled_rounds = 0;
+		return;
+	}
+	w->best = MAX(w->best, rate);
 	if (!w->settled && ++w->flat >= FLAT_ROUNDS) {
+		/* The last doubling bought nothing: back to the size that
+		 * gave the best rate. */
 		w->settled = true;
 		w->settled_rounds = 0;
+		w->size = MAX(w->best_size, 1);
 	}
 	if (w->settled && ++w->settled_rounds >= PROBE_ROUNDS &&
 	    w->size < w->cap) {
-		/* A link may have become faster: try one step more, and
-		 * compare against what the current size gives now. */
+		/* A link may have become faster: try a step more, against
+		 * what the current size gives now. */
 		w->settled_rounds = 0;
 		w->best = rate;
+		w->probe_from = w->size;
 		w->size = MIN(w->size + MAX(w->size / 4, 1), w->cap);
 	}
 }
@@ -79,7 +91,10 @@ void cfs_window_backoff(CfsWindow *w, gint64 now)
 	    now - w->backoff_at < G_USEC_PER_SEC)
 		return;
 	w->backoff_at = now;
-	w->size = MAX(w->size / 2, 1);
+	w->size = MAX(MIN(w->size, w->probe_from ? w->probe_from : w->size) / 2,
+		      1);
+	w->best_size = w->size;
+	w->probe_from = 0;
 	w->settled = true;
 	w->settled_rounds = 0;
 	w->flat = 0;

@@ -25,6 +25,8 @@ typedef struct {
 	guint flat;		/* rounds in a row that did not beat best */
 	guint settled_rounds;	/* rounds since growth stopped */
 	bool settled;		/* growth stopped */
+	guint best_size;	/* size of the round that set best */
+	guint probe_from;	/* size before a probe, 0: not probing */
 	gint64 backoff_at;	/* µs of the last halving */
 } CfsWindow;
 
