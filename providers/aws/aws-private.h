@@ -19,6 +19,7 @@
 
 #include "common/http.h"
 #include "common/sigv4.h"
+#include "providers/polling.h"
 #include "providers/provider.h"
 
 /* Tags on everything cloudfs creates in an account. */
@@ -199,9 +200,6 @@ xmlDoc *aws_ec2_call(AwsProvider *prov, const char *region,
 xmlDoc *aws_ec2_poll(AwsProvider *prov, const char *region,
 		     const char *action, const char *params,
 		     CfsExportReport *report, double wait, GError **error);
-
-/* Wait between two polls; false with ECANCELED in @error at unmount. */
-bool aws_poll_wait(CfsExportReport *report, double wait, GError **error);
 
 /* XML helpers matching local names, any namespace. Borrowed results. */
 xmlNode *aws_xml_child(xmlNode *node, const char *name);

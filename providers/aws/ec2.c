@@ -536,15 +536,6 @@ char *aws_snapshot_create(AwsProvider *prov, const AwsDisk *d,
 	return id;
 }
 
-bool aws_poll_wait(CfsExportReport *report, double wait, GError **error)
-{
-	if (cfs_export_wait(report, wait))
-		return true;
-	g_set_error(error, CFS_ERROR, ECANCELED,
-		    "cancelled: the filesystem is unmounted");
-	return false;
-}
-
 xmlDoc *aws_ec2_poll(AwsProvider *prov, const char *region,
 		     const char *action, const char *params,
 		     CfsExportReport *report, double wait, GError **error)
@@ -559,7 +550,7 @@ xmlDoc *aws_ec2_poll(AwsProvider *prov, const char *region,
 			g_propagate_error(error, g_steal_pointer(&local));
 			return NULL;
 		}
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_wait(report, wait, error))
 			return NULL;
 	}
 }
@@ -570,12 +561,13 @@ bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 {
 	g_autofree char *sid = aws_form_escape(snapshot_id);
 	g_autofree char *params = g_strdup_printf("SnapshotId.1=%s", sid);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 
+	cfs_poll_init(&poll, report, prov->poll_s, AWS_POLL_MAX_S, 0);
 	for (;;) {
 		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, region,
 						     "DescribeSnapshots",
-						     params, report, wait,
+						     params, report, poll.wait,
 						     error);
 		g_autofree char *state = NULL, *progress = NULL, *msg = NULL;
 		xmlNode *item;
@@ -600,9 +592,8 @@ bool aws_snapshot_wait(AwsProvider *prov, const char *region,
 		cfs_export_report(report, "snapshot",
 				  progress ? g_ascii_strtod(progress, NULL) :
 					     0.0);
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "snapshot", error))
 			return false;
-		wait = MIN(wait * 1.5, AWS_POLL_MAX_S);
 	}
 }
 

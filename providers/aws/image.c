@@ -62,12 +62,13 @@ bool aws_image_wait(AwsProvider *prov, const char *region,
 {
 	g_autofree char *i = aws_form_escape(image_id);
 	g_autofree char *params = g_strdup_printf("ImageId.1=%s", i);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 
+	cfs_poll_init(&poll, report, prov->poll_s, AWS_IMAGE_POLL_MAX_S, 0);
 	for (;;) {
 		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, region,
 						     "DescribeImages", params,
-						     report, wait, error);
+						     report, poll.wait, error);
 		g_autofree char *state = NULL, *why = NULL;
 		xmlNode *item;
 
@@ -88,9 +89,8 @@ bool aws_image_wait(AwsProvider *prov, const char *region,
 			return false;
 		}
 		cfs_export_report(report, "image", 0.0);
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "image", error))
 			return false;
-		wait = MIN(wait * 1.5, AWS_IMAGE_POLL_MAX_S);
 	}
 }
 

@@ -147,12 +147,13 @@ static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
 {
 	g_autofree char *t = aws_form_escape(tid);
 	g_autofree char *params = g_strdup_printf("ExportTaskId.1=%s", t);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 
+	cfs_poll_init(&poll, report, prov->poll_s, 10.0, 0);
 	for (;;) {
 		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, d->region,
 						     "DescribeExportTasks",
-						     params, report, wait,
+						     params, report, poll.wait,
 						     error);
 		g_autofree char *state = NULL, *msg = NULL;
 		xmlNode *item;
@@ -182,9 +183,8 @@ static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
 		}
 		cfs_export_report(report, "export",
 				  MAX(percent_of(msg), 0.0));
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "export task", error))
 			return false;
-		wait = MIN(wait * 1.5, 10.0);
 	}
 }
 
@@ -240,12 +240,13 @@ static bool image_task_wait(AwsProvider *prov, const AwsDisk *d,
 {
 	g_autofree char *t = aws_form_escape(tid);
 	g_autofree char *params = g_strdup_printf("ExportImageTaskId.1=%s", t);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 
+	cfs_poll_init(&poll, report, prov->poll_s, 10.0, 0);
 	for (;;) {
 		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, d->region,
 						     "DescribeExportImageTasks",
-						     params, report, wait,
+						     params, report, poll.wait,
 						     error);
 		g_autofree char *state = NULL, *msg = NULL, *pct = NULL;
 		xmlNode *item;
@@ -268,9 +269,8 @@ static bool image_task_wait(AwsProvider *prov, const AwsDisk *d,
 			return false;
 		}
 		cfs_export_report(report, "export", MAX(percent_of(pct), 0.0));
-		if (!aws_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "export task", error))
 			return false;
-		wait = MIN(wait * 1.5, 10.0);
 	}
 }
 

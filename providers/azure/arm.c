@@ -320,19 +320,6 @@ bool az_arm_list(AzProvider *prov, const char *url, const char *what,
 
 /* --- long-running operations --- */
 
-bool az_wait(CfsExportReport *report, double seconds, GError **error)
-{
-	if (!report) {
-		g_usleep((gulong)(seconds * G_USEC_PER_SEC));
-		return true;
-	}
-	if (cfs_export_wait(report, seconds))
-		return true;
-	g_set_error(error, CFS_ERROR, ECANCELED,
-		    "cancelled: the filesystem is unmounted");
-	return false;
-}
-
 static double az_next_wait(const AzReply *reply, double *backoff)
 {
 	double w;
@@ -403,7 +390,7 @@ bool az_lro_wait(AzProvider *prov, AzReply *first, const char *what,
 				    "after %.0f s", what, timeout_s);
 			return false;
 		}
-		if (!az_wait(report, wait, error) ||
+		if (!cfs_poll_wait(report, wait, error) ||
 		    !az_arm(prov, "GET", async ? async : loc, NULL, what, &r,
 			    error))
 			return false;

@@ -18,6 +18,7 @@
 
 #include "common/http.h"
 #include "providers/oauth2.h"
+#include "providers/polling.h"
 #include "providers/provider.h"
 
 /* API versions of the resource providers used. */
@@ -109,9 +110,6 @@ bool az_arm_list(AzProvider *prov, const char *url, const char *what,
 bool az_lro_wait(AzProvider *prov, AzReply *first, const char *what,
 		 CfsExportReport *report, const char *phase, double timeout_s,
 		 json_object **result, GError **error);
-
-/* Wait @seconds; false with ECANCELED at unmount when @report is given. */
-bool az_wait(CfsExportReport *report, double seconds, GError **error);
 
 /* "/subscriptions/<s>/resourceGroups/<rg>/providers/Microsoft.Compute/"
  * "<type>/<name>" split into its parts (transfer full); false if @id is

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "providers/conf.h"
 #include "common/secret.h"
 #include "common/util.h"
 #include "providers/azure/azure-private.h"
@@ -57,28 +58,12 @@ static void azure_free(CfsProvider *base)
 	g_free(prov);
 }
 
-/* A key of the section, else the environment variable @env; NULL when
- * neither is set or both are empty. Transfer full. */
-static char *conf_value(GKeyFile *conf, const char *section, const char *key,
-			const char *env)
-{
-	g_autofree char *v = g_key_file_get_string(conf, section, key, NULL);
-	const char *e = env ? g_getenv(env) : NULL;
-
-	if (v)
-		g_strstrip(v);
-	if (v && *v)
-		return g_steal_pointer(&v);
-	return e && *e ? g_strdup(e) : NULL;
-}
-
 /* A base URL without its trailing '/': http or https only. */
 static bool conf_url(GKeyFile *conf, const char *section, const char *key,
 		     const char *env, const char *fallback, char **out,
 		     GError **error)
 {
-	g_autofree char *v = conf_value(conf, section, key, env);
-	gsize n;
+	g_autofree char *v = cfs_conf_or_env(conf, section, key, env);
 
 	if (!v)
 		v = g_strdup(fallback);
@@ -88,35 +73,14 @@ static bool conf_url(GKeyFile *conf, const char *section, const char *key,
 			    "https URL is needed", section, key);
 		return false;
 	}
-	n = strlen(v);
-	while (n > 0 && v[n - 1] == '/')
-		v[--n] = '\0';
-	*out = g_steal_pointer(&v);
-	return true;
-}
-
-static bool conf_bool(GKeyFile *conf, const char *section, const char *key,
-		      bool *out, GError **error)
-{
-	g_autoptr(GError) local = NULL;
-	bool v;
-
-	if (!g_key_file_has_key(conf, section, key, NULL))
-		return true;
-	v = g_key_file_get_boolean(conf, section, key, &local);
-	if (local) {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] %s: true or false",
-			    section, key);
-		return false;
-	}
-	*out = v;
+	*out = cfs_url_strip_slash(g_steal_pointer(&v));
 	return true;
 }
 
 static bool conf_secret(AzProvider *prov, GKeyFile *conf, const char *section,
 			GError **error)
 {
-	g_autofree char *file = conf_value(conf, section, "client_secret_file",
+	g_autofree char *file = cfs_conf_or_env(conf, section, "client_secret_file",
 					   NULL);
 	char *v = g_key_file_get_string(conf, section, "client_secret", NULL);
 
@@ -145,13 +109,13 @@ static bool conf_credentials(AzProvider *prov, GKeyFile *conf,
 			     const char *section, GError **error)
 {
 	bool managed = false;
-	g_autofree char *imds = conf_value(conf, section, "imds_url", NULL);
+	g_autofree char *imds = cfs_conf_or_env(conf, section, "imds_url", NULL);
 
-	prov->tenant = conf_value(conf, section, "tenant_id",
+	prov->tenant = cfs_conf_or_env(conf, section, "tenant_id",
 				  "AZURE_TENANT_ID");
-	prov->client_id = conf_value(conf, section, "client_id",
+	prov->client_id = cfs_conf_or_env(conf, section, "client_id",
 				     "AZURE_CLIENT_ID");
-	if (!conf_bool(conf, section, "managed_identity", &managed, error) ||
+	if (!cfs_conf_bool(conf, section, "managed_identity", &managed, error) ||
 	    !conf_secret(prov, conf, section, error))
 		return false;
 	if (prov->client_secret) {
@@ -204,11 +168,11 @@ static bool conf_load(AzProvider *prov, GKeyFile *conf, const char *section,
 	const char *mgmt_key = g_key_file_has_key(conf, section,
 						  "management_url", NULL) ?
 		"management_url" : "resource_manager_url";
-	g_autofree char *groups = conf_value(conf, section, "resource_groups",
+	g_autofree char *groups = cfs_conf_or_env(conf, section, "resource_groups",
 					     NULL);
 	g_autofree char *host = NULL;
 
-	prov->subscription = conf_value(conf, section, "subscription_id",
+	prov->subscription = cfs_conf_or_env(conf, section, "subscription_id",
 					"AZURE_SUBSCRIPTION_ID");
 	if (!prov->subscription) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s] subscription_id is "
@@ -222,7 +186,7 @@ static bool conf_load(AzProvider *prov, GKeyFile *conf, const char *section,
 		      &prov->arm, error) ||
 	    !conf_url(conf, section, "audience", NULL, AZ_MANAGEMENT,
 		      &prov->audience, error) ||
-	    !conf_bool(conf, section, "keep_snapshots", &prov->keep_snapshots,
+	    !cfs_conf_bool(conf, section, "keep_snapshots", &prov->keep_snapshots,
 		       error) ||
 	    !conf_grant_seconds(prov, conf, section, error))
 		return false;

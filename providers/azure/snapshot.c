@@ -108,10 +108,10 @@ static bool snapshot_ready(AzProvider *prov, const AzDisk *d,
 			   CfsExportReport *report, GError **error)
 {
 	g_autofree char *url = snapshot_url(prov, d->rg, name, NULL);
-	gint64 deadline = g_get_monotonic_time() +
-			  (gint64)(AZ_SNAPSHOT_TIMEOUT_S * G_USEC_PER_SEC);
+	CfsPoll poll;
 
-	for (double wait = 1.0;; wait = MIN(wait * 1.5, 15.0)) {
+	cfs_poll_init(&poll, report, 1.0, 15.0, AZ_SNAPSHOT_TIMEOUT_S);
+	for (;;) {
 		AzReply r = { 0 };
 		json_object *pct = NULL;
 		const char *state;
@@ -147,12 +147,7 @@ static bool snapshot_ready(AzProvider *prov, const AzDisk *d,
 			return false;
 		}
 		cfs_export_report(report, "snapshot", MIN(percent, 99.0));
-		if (g_get_monotonic_time() > deadline) {
-			g_set_error(error, CFS_ERROR, ETIMEDOUT, "snapshot %s "
-				    "not ready in time", name);
-			return false;
-		}
-		if (!az_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "snapshot copy", error))
 			return false;
 	}
 }

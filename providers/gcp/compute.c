@@ -27,15 +27,6 @@ void gcp_disk_free(GcpDisk *d)
 	g_free(d);
 }
 
-bool gcp_poll_wait(CfsExportReport *report, double wait, GError **error)
-{
-	if (cfs_export_wait(report, wait))
-		return true;
-	g_set_error(error, CFS_ERROR, ECANCELED,
-		    "cancelled: the filesystem is unmounted");
-	return false;
-}
-
 /* --- paged lists --- */
 
 typedef bool (*GcpPageFn)(json_object *page, gpointer data, GError **error);
@@ -480,8 +471,9 @@ static bool operation_wait(GcpProvider *prov, const char *project,
 	g_autofree char *o = gcp_escape(name);
 	g_autofree char *url = g_strdup_printf(
 		"%s/projects/%s/global/operations/%s", prov->compute_url, p, o);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 
+	cfs_poll_init(&poll, report, prov->poll_s, GCP_POLL_MAX_S, 0);
 	for (;;) {
 		g_autoptr(json_object) op = gcp_call(prov, "GET", url, NULL,
 						     what, error);
@@ -500,9 +492,8 @@ static bool operation_wait(GcpProvider *prov, const char *project,
 		}
 		gcp_json_u64(op, "progress", &progress);
 		cfs_export_report(report, "image", MIN(progress, 99));
-		if (!gcp_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, what, error))
 			return false;
-		wait = MIN(wait * 1.5, GCP_POLL_MAX_S);
 	}
 }
 

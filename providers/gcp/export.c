@@ -444,9 +444,11 @@ static bool build_wait(GcpProvider *prov, const char *project,
 	g_autofree char *p = gcp_escape(project);
 	g_autofree char *url = g_strdup_printf("%s/projects/%s/builds/%s",
 					       prov->cloudbuild_url, p, id);
-	double wait = prov->poll_s;
+	CfsPoll poll;
 	guint failures = 0;
 
+	/* The build's own timeout ends it; this is a bound past that. */
+	cfs_poll_init(&poll, report, prov->poll_s, GCP_POLL_MAX_S, 0);
 	for (;;) {
 		g_autoptr(GError) local = NULL;
 		g_autoptr(json_object) build = gcp_call(
@@ -472,9 +474,8 @@ static bool build_wait(GcpProvider *prov, const char *project,
 			phase = g_strdup_printf("export:%s", status);
 			cfs_export_report(report, phase, 0.0);
 		}
-		if (!gcp_poll_wait(report, wait, error))
+		if (!cfs_poll_next(&poll, 0, "Cloud Build", error))
 			return false;
-		wait = MIN(wait * 1.5, GCP_POLL_MAX_S);
 	}
 }
 

@@ -19,6 +19,7 @@
 
 #include "common/http.h"
 #include "providers/oauth2.h"
+#include "providers/polling.h"
 #include "providers/provider.h"
 
 #define GCP_LABEL_TEMPORARY "cloudfs-temporary"
@@ -129,9 +130,6 @@ void gcp_image_delete(GcpProvider *prov, const char *project,
 /* Delete images and export objects whose owner label or folder is stale
  * (see owner.h). Control pool. */
 void gcp_sweep(GcpProvider *prov, const char *project, bool self);
-
-/* Wait between two polls; false with ECANCELED at unmount. */
-bool gcp_poll_wait(CfsExportReport *report, double wait, GError **error);
 
 /* --- export.c --- */
 

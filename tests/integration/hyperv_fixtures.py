@@ -314,13 +314,14 @@ class HyperV:
         return (base64.b64decode(res["out"]), base64.b64decode(res["err"]),
                 res["code"])
 
-    def smbclient(self, command, user=None, password=None):
+    def smbclient(self, command, user=None, password=None, cwd=None):
+        """Run smbclient; files it gets land in @cwd."""
         return subprocess.run(
             ["smbclient", "-p", str(self.smb_port), "//127.0.0.1/cloudfs-exports",
              "-U", "%s%%%s" % (user or self.smb_user,
                                password or self.smb_password),
              "-m", "SMB3", "-c", command],
-            capture_output=True, text=True, timeout=60)
+            capture_output=True, text=True, timeout=60, cwd=cwd)
 
     def stop(self):
         if self.smbd is not None:

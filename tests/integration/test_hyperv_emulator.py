@@ -265,9 +265,9 @@ def test_export_job_then_smb_read(hv, tmp_path):
     assert names == ["D:\\cloudfs-exports\\e1\\db01\\Virtual Hard Disks\\"
                      "data.vhdx", "D:\\cloudfs-exports\\e1\\db01\\Virtual "
                      "Hard Disks\\db01.vhdx"]
-    os.chdir(tmp_path)
     r = hv.smbclient('cd "e1\\db01\\Virtual Hard Disks"; ls; '
-                     'get data.vhdx data.vhdx; get db01.vhdx db01.vhdx')
+                     'get data.vhdx data.vhdx; get db01.vhdx db01.vhdx',
+                     cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     qemu_compare(RAWS[DB_DATA_DIFF], tmp_path / "data.vhdx", tmp_path)
     qemu_compare(RAWS[DB_DISK], tmp_path / "db01.vhdx", tmp_path)

@@ -331,13 +331,13 @@ def test_wrong_password(vcsim, mount):
     assert "not-the-password" not in read_all(m.path / ".progress").decode()
 
 
-def test_missing_password_fails_the_mount(vcsim, tmp_path):
+def test_missing_password_fails_the_mount(vcsim, cloudfs_bin, tmp_path):
     from conftest import run_daemon
     cfg = tmp_path / "c.conf"
     cfg.write_text("[vsphere]\nurl = %s\nusername = u\n" % vcsim.url)
-    binary = os.environ.get("CLOUDFS_BIN", "build/cloudfs")
     (tmp_path / "mnt").mkdir()
-    r = run_daemon(binary, "-f", "-o", "config=%s" % cfg, tmp_path / "mnt")
+    r = run_daemon(cloudfs_bin, "-f", "-o", "config=%s" % cfg,
+                   tmp_path / "mnt")
     assert r.returncode != 0
     assert "password" in r.stderr
 
