@@ -4,6 +4,7 @@
 #pragma once
 
 #include "cache.h"
+#include "cache/window.h"
 
 enum {
 	CHUNK_ABSENT = 0,
@@ -83,6 +84,7 @@ struct CfsCache {
 		guint reads;
 	} seq[4];		/* protected by lock: sequential readers */
 	guint seq_next;		/* protected by lock */
+	CfsWindow window;	/* protected by lock: prefetches in flight */
 };
 
 /* Bytes of chunk @idx (the last one may be short). */

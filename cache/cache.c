@@ -21,6 +21,9 @@
 #define SEQ_SLACK (512 * 1024)
 /* A run is sequential once it spans this much in two reads or more. */
 #define SEQ_MIN (256 * 1024)
+/* Prefetches in flight to begin with; the window grows from there while
+ * the rate grows, up to `parallel`. */
+#define WINDOW_START 4
 
 struct CfsCacheHold {
 	CfsCache *cache;
@@ -344,6 +347,7 @@ CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 	c->chunk_size = chunk_size;
 	c->n_chunks = (map->size + chunk_size - 1) / chunk_size;
 	c->parallel = MAX(parallel, 1);
+	cfs_window_init(&c->window, WINDOW_START, c->parallel);
 	c->fetch = fetch;
 	c->owner = owner;
 	c->dir_fd = c->data_fd = c->bitmap_fd = c->durable_fd = -1;
@@ -501,11 +505,11 @@ static void cache_pump(CfsCache *c, IdxList *out)
 {
 	guint budget;
 
-	/* Demand fetches count too: at most `parallel` in flight in all,
+	/* Demand fetches count too: at most the window in flight in all,
 	 * though a reader's own misses are never held back. */
-	if (c->readers <= 0 || c->inflight >= c->parallel)
+	if (c->readers <= 0 || c->inflight >= c->window.size)
 		return;
-	budget = c->parallel - c->inflight;
+	budget = c->window.size - c->inflight;
 	if (c->fill_all) {
 		guint64 scanned = 0;
 
@@ -535,7 +539,7 @@ static void cache_pump(CfsCache *c, IdxList *out)
 			G_GUINT64_FORMAT " (%u reads): prefetch from chunk %"
 			G_GUINT64_FORMAT, c->label, c->seq[s].start,
 			c->seq[s].end, c->seq[s].reads, first);
-		last = MIN(first + c->parallel, c->n_chunks - 1);
+		last = MIN(first + c->window.size, c->n_chunks - 1);
 		for (guint64 idx = first; idx <= last && budget > 0; idx++) {
 			if (cache_claim_locked(c, idx)) {
 				g_array_append_val(out, idx);
@@ -819,7 +823,15 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 	if (error) {
 		c->state[idx] = CHUNK_ABSENT;
 		c->fill_all = false;	/* no hammering a failing source */
+		cfs_window_backoff(&c->window, g_get_monotonic_time());
 	} else {
+		guint was = c->window.size;
+
+		cfs_window_landed(&c->window, len, g_get_monotonic_time());
+		if (c->window.size != was)
+			g_debug("cache %s: %u chunks in flight at most (%.0f "
+				"MiB/s)", c->label, c->window.size,
+				c->window.best / (1 << 20));
 		c->state[idx] = CHUNK_PRESENT;
 		c->tick[idx] = cache_tick(c);
 		bitmap_set(c, idx, true);
@@ -875,6 +887,14 @@ void cfs_cache_stats(CfsCache *c, CfsCacheStats *stats)
 	stats->total = c->total;
 	stats->inflight = c->inflight;
 	stats->readers = c->readers;
+	stats->window = c->window.size;
+	g_mutex_unlock(&c->lock);
+}
+
+void cfs_cache_throttled(CfsCache *c)
+{
+	g_mutex_lock(&c->lock);
+	cfs_window_backoff(&c->window, g_get_monotonic_time());
 	g_mutex_unlock(&c->lock);
 }
 

@@ -63,7 +63,9 @@ guint64 cfs_store_usage(CfsStore *store);
  * Open (or resume) the cache of one export. @key identifies the exported
  * bytes (provider, disk, and the identity of the source: snapshot id,
  * ETag, …); @label is a readable name for the folder. Chunks with no data
- * in @map are holes: never fetched, always present. Any thread.
+ * in @map are holes: never fetched, always present. @parallel: at most
+ * this many chunks fetched at once; prefetch starts with fewer and grows
+ * while the rate grows (window.h). Any thread.
  */
 CfsCache *cfs_cache_open(CfsStore *store, const char *key, const char *label,
 			 CfsExtentMap *map, guint64 chunk_size, guint parallel,
@@ -131,9 +133,14 @@ typedef struct {
 	guint64 total;		/* bytes of data chunks */
 	guint inflight;		/* chunks being fetched */
 	int readers;
+	guint window;		/* prefetches allowed in flight now */
 } CfsCacheStats;
 
 void cfs_cache_stats(CfsCache *cache, CfsCacheStats *stats);
+
+/* The source answered "too fast": fetch fewer chunks at once. Any
+ * thread, no lock held. */
+void cfs_cache_throttled(CfsCache *cache);
 
 /* Whether every chunk holding bytes below @end is present. Any thread. */
 bool cfs_cache_present_upto(CfsCache *cache, guint64 end);

@@ -25,6 +25,13 @@ typedef struct {
 	guint inflight;
 } HttpHost;
 
+struct CfsHttpBucket {
+	gint ref;
+	double rate, burst;
+	double tokens;		/* network thread only */
+	gint64 at;		/* network thread only: µs tokens were counted */
+};
+
 struct CfsHttp {
 	CfsHttpConfig config;
 	GThread *thread;
@@ -40,6 +47,7 @@ struct CfsHttp {
 	GHashTable *hosts;	/* host -> HttpHost */
 	GHashTable *active;	/* requests with an easy handle in multi */
 	guint running;
+	gint64 bucket_wake;	/* µs a waiting request gets a token; 0 */
 
 	CfsHttpStats stats;	/* atomic: written by the network thread */
 
@@ -57,12 +65,83 @@ void cfs_http_config_init(CfsHttpConfig *config)
 	*config = (CfsHttpConfig){
 		.max_attempts = 6,
 		.max_connections = 64,
-		.host_connections = 16,
+		.host_connections = 64,
 		.connect_timeout_s = 15,
 		.stall_timeout_s = 30,
 		.backoff_base_s = 0.25,
 		.backoff_max_s = 20.0,
 	};
+}
+
+CfsHttpBucket *cfs_http_bucket_new(double rate, double burst)
+{
+	CfsHttpBucket *b = g_new0(CfsHttpBucket, 1);
+
+	b->ref = 1;
+	b->rate = MAX(rate, 0.001);
+	b->burst = MAX(burst, 1.0);
+	b->tokens = b->burst;
+	return b;
+}
+
+CfsHttpBucket *cfs_http_bucket_ref(CfsHttpBucket *b)
+{
+	g_atomic_int_inc(&b->ref);
+	return b;
+}
+
+void cfs_http_bucket_unref(CfsHttpBucket *b)
+{
+	if (b && g_atomic_int_dec_and_test(&b->ref))
+		g_free(b);
+}
+
+void cfs_http_request_add_bucket(CfsHttpRequest *req, CfsHttpBucket *b)
+{
+	for (guint i = 0; i < G_N_ELEMENTS(req->buckets); i++) {
+		if (!req->buckets[i]) {
+			req->buckets[i] = cfs_http_bucket_ref(b);
+			return;
+		}
+	}
+	g_return_if_reached();
+}
+
+/* Refill @b up to @now. Network thread. */
+static void bucket_refill(CfsHttpBucket *b, gint64 now)
+{
+	if (b->at)
+		b->tokens = MIN(b->burst, b->tokens + b->rate *
+				(double)(now - b->at) / G_USEC_PER_SEC);
+	b->at = now;
+}
+
+/* Take a token of each of @req's buckets, or none and note when the
+ * emptiest has one. Network thread. */
+static bool http_take_tokens(CfsHttp *http, CfsHttpRequest *req, gint64 now)
+{
+	gint64 wake = 0;
+
+	for (guint i = 0; i < G_N_ELEMENTS(req->buckets); i++) {
+		CfsHttpBucket *b = req->buckets[i];
+
+		if (!b)
+			continue;
+		bucket_refill(b, now);
+		if (b->tokens < 1.0)
+			wake = MAX(wake, now + (gint64)((1.0 - b->tokens) /
+							b->rate *
+							G_USEC_PER_SEC) + 1);
+	}
+	if (wake) {
+		if (!http->bucket_wake || wake < http->bucket_wake)
+			http->bucket_wake = wake;
+		return false;
+	}
+	for (guint i = 0; i < G_N_ELEMENTS(req->buckets); i++)
+		if (req->buckets[i])
+			req->buckets[i]->tokens -= 1.0;
+	return true;
 }
 
 CfsHttpRequest *cfs_http_request_new(const char *url)
@@ -93,6 +172,8 @@ void cfs_http_request_free(CfsHttpRequest *req)
 	if (req->attempt_data_free)
 		req->attempt_data_free(req->attempt_data);
 	curl_slist_free_all(req->auth_headers);
+	for (guint i = 0; i < G_N_ELEMENTS(req->buckets); i++)
+		cfs_http_bucket_unref(req->buckets[i]);
 	g_clear_pointer(&req->body, g_bytes_unref);
 	g_clear_pointer(&req->response, g_byte_array_unref);
 	g_clear_pointer(&req->resp_headers, g_hash_table_unref);
@@ -553,6 +634,7 @@ static void http_start_pending(CfsHttp *http)
 		http->delayed = g_list_delete_link(http->delayed, http->delayed);
 		g_queue_push_head(&http->pending[req->priority], req);
 	}
+	http->bucket_wake = 0;
 	for (int p = 0; p < CFS_HTTP_N_PRIORITIES; p++) {
 		GList *l = http->pending[p].head;
 
@@ -561,7 +643,8 @@ static void http_start_pending(CfsHttp *http)
 			GList *next = l->next;
 			HttpHost *host = http_host(http, req->host);
 
-			if (host->inflight < (guint)host->limit) {
+			if (host->inflight < (guint)host->limit &&
+			    http_take_tokens(http, req, now)) {
 				GError *error = NULL;
 
 				g_queue_delete_link(&http->pending[p], l);
@@ -584,6 +667,12 @@ static int http_poll_timeout(CfsHttp *http)
 	if (http->delayed) {
 		CfsHttpRequest *req = http->delayed->data;
 		gint64 wait = (req->not_before - g_get_monotonic_time()) / 1000;
+
+		ms = (int)CLAMP(wait, 0, ms);
+	}
+	if (http->bucket_wake) {
+		gint64 wait = (http->bucket_wake - g_get_monotonic_time() +
+			       999) / 1000;
 
 		ms = (int)CLAMP(wait, 0, ms);
 	}

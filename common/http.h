@@ -16,6 +16,11 @@
 
 typedef struct CfsHttp CfsHttp;
 typedef struct CfsHttpRequest CfsHttpRequest;
+/* A token bucket: requests that carry it start at most @rate a second
+ * (after a burst of up to @burst), whatever exports and disks they are
+ * of. Published limits are kept this way before a server throttles.
+ * Reference counted; its tokens are the network thread's. */
+typedef struct CfsHttpBucket CfsHttpBucket;
 
 /* What a failed attempt means; a provider may say it for its own
  * answers (error codes in bodies and headers). */
@@ -105,6 +110,8 @@ struct CfsHttpRequest {
 	bool follow_redirects;		/* to the same host, never https
 					 * to http; off for signed requests */
 	struct curl_slist *auth_headers;	/* this attempt's only */
+	CfsHttpBucket *buckets[2];	/* owned references, or NULL: each
+					 * attempt waits for a token of each */
 
 	/* Filled by the worker; read them in on_body (status is known by
 	 * then) and on_done. */
@@ -173,6 +180,16 @@ typedef struct {
 
 /* A snapshot of the counters. Any thread. */
 void cfs_http_stats(CfsHttp *http, CfsHttpStats *stats);
+
+/* A bucket of @rate tokens a second, holding at most @burst (at least
+ * 1). Transfer full. Any thread. */
+CfsHttpBucket *cfs_http_bucket_new(double rate, double burst);
+CfsHttpBucket *cfs_http_bucket_ref(CfsHttpBucket *bucket);
+void cfs_http_bucket_unref(CfsHttpBucket *bucket);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CfsHttpBucket, cfs_http_bucket_unref)
+/* Make each attempt of @req take a token of @bucket (a new reference;
+ * at most two buckets). Before submitting. */
+void cfs_http_request_add_bucket(CfsHttpRequest *req, CfsHttpBucket *bucket);
 
 /* Default configuration; caller owns nothing. */
 void cfs_http_config_init(CfsHttpConfig *config);

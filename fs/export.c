@@ -487,9 +487,10 @@ void cfs_export_open(CfsExport *ex)
 }
 
 /* Files closed after a glance (a file manager sniffing types, `file`
- * reading 7 MiB at each end, a thumbnailer): at most this much was read
- * per open since the export started. */
-#define GLANCE_BYTES (16ULL << 20)
+ * reading 7 MiB at each end, a thumbnailer; the kernel's read-ahead adds
+ * to it): at most this much was read per open since the export
+ * started. */
+#define GLANCE_BYTES (32ULL << 20)
 /* … and not opened again for this long. */
 #define GLANCE_DELAY_US (5 * G_USEC_PER_SEC)
 

@@ -12,7 +12,10 @@
 
 /* Bytes gathered before a write to the cache file (small writes are
  * slow; see DESIGN.md). */
-#define STAGE_SIZE (1024 * 1024)
+#define STAGE_SIZE (256 * 1024)
+/* A piece of the body at least this large is written to the cache as it
+ * comes, from libcurl's buffer, when nothing is staged before it. */
+#define DIRECT_MIN (64 * 1024)
 
 /* One chunk being fetched over HTTP, in one or more pieces. */
 typedef struct {
@@ -41,7 +44,8 @@ typedef struct {
 
 static void piece_free(Piece *p)
 {
-	g_byte_array_unref(p->stage);
+	if (p->stage)
+		g_byte_array_unref(p->stage);
 	g_clear_error(&p->error);
 	g_free(p);
 }
@@ -59,7 +63,7 @@ static void chunk_job_end(ChunkJob *job)
 /* Write what is staged to the cache. */
 static bool piece_flush(Piece *p)
 {
-	if (p->stage->len == 0)
+	if (!p->stage || p->stage->len == 0)
 		return true;
 	if (!cfs_cache_write(p->ex->cache, p->flushed, p->stage->data,
 			     p->stage->len, &p->error))
@@ -75,9 +79,25 @@ static void piece_reset(CfsHttpRequest *req)
 
 	p->pos = p->piece.offset;
 	p->flushed = p->piece.offset;
-	g_byte_array_set_size(p->stage, 0);
+	if (p->stage)
+		g_byte_array_set_size(p->stage, 0);
 	p->claimed_idx = G_MAXUINT64;
 	p->started = false;
+	/* Too fast for the source: fewer chunks at once for this export
+	 * (the worker also lowers the host's concurrency). */
+	if (req->verdict == CFS_HTTP_THROTTLE)
+		cfs_cache_throttled(p->ex->cache);
+}
+
+/* The staging buffer, made when the first byte comes: a piece queued
+ * behind others holds no memory. */
+static GByteArray *piece_stage(Piece *p)
+{
+	if (!p->stage)
+		p->stage = g_byte_array_sized_new((guint)MIN(
+			p->piece.length, p->whole ? p->piece.length :
+						    STAGE_SIZE));
+	return p->stage;
 }
 
 /* A 206 must be the range asked for, of a file of the size the export
@@ -131,10 +151,21 @@ static bool piece_body(CfsHttpRequest *req, const void *data, gsize len)
 		len -= skip;
 	}
 	len = (gsize)MIN((guint64)len, end - p->pos);
-	g_byte_array_append(p->stage, bytes, (guint)len);
+	if (!p->whole && (!p->stage || p->stage->len == 0) &&
+	    len >= DIRECT_MIN) {
+		/* Large enough to write as it is: no copy into the stage. */
+		if (!cfs_cache_write(p->ex->cache, p->pos, bytes, len,
+				     &p->error))
+			return false;
+		p->pos += len;
+		p->flushed = p->pos;
+		goto written;
+	}
+	g_byte_array_append(piece_stage(p), bytes, (guint)len);
 	p->pos += len;
 	if (!p->whole && p->stage->len >= STAGE_SIZE && !piece_flush(p))
 		return false;
+written:
 	if (p->pos >= end && req->status == 200) {
 		req->abort_ok = true;	/* all we need; stop the rest */
 		return false;
@@ -184,6 +215,7 @@ static void piece_done(CfsHttpRequest *req, const GError *error)
 		p->error = g_error_new(CFS_ERROR, EIO, "short answer from %s",
 				       req->host);
 	if (!error && !p->error && src->ops->verify &&
+	    piece_stage(p) &&
 	    !src->ops->verify(src, &p->piece, p->stage->data, p->stage->len,
 			      &p->error))
 		g_prefix_error(&p->error, "%s: ", req->host);
@@ -204,8 +236,6 @@ static Piece *piece_new(CfsExport *ex, const CfsSourcePiece *sp, bool whole)
 	p->ex = ex;
 	p->piece = *sp;
 	p->whole = whole;
-	p->stage = g_byte_array_sized_new(
-		(guint)MIN(sp->length, whole ? sp->length : STAGE_SIZE));
 	p->pos = p->flushed = sp->offset;
 	p->claimed_idx = G_MAXUINT64;
 	return p;
@@ -303,10 +333,10 @@ static bool stream_body(CfsHttpRequest *req, const void *data, gsize len)
 			p->claimed_idx = cfs_cache_claim(ex->cache, idx) ?
 						 idx : G_MAXUINT64;
 			p->flushed = p->pos;
-			g_byte_array_set_size(p->stage, 0);
+			g_byte_array_set_size(piece_stage(p), 0);
 		}
 		if (p->claimed_idx == idx) {
-			g_byte_array_append(p->stage, bytes, (guint)n);
+			g_byte_array_append(piece_stage(p), bytes, (guint)n);
 			if (p->stage->len >= STAGE_SIZE && !piece_flush(p))
 				return false;
 		}

@@ -99,8 +99,9 @@ static void usage(const char *prog)
 	       "disk (1G)\n"
 	       "    -o chunk_size=SIZE   unit of transfer and caching (4M)\n"
 	       "\nTransfers:\n"
-	       "    -o parallel=N        range requests in flight per export "
-	       "(4)\n"
+	       "    -o parallel=N        most chunks in flight per export; "
+	       "fewer while\n"
+	       "                         more do not pay (64)\n"
 	       "    -o stall_timeout=SECONDS  retry a transfer this long under "
 	       "1 KiB/s (30)\n"
 	       "    -o read_ahead=SIZE   kernel read-ahead of the mount (1M)\n"
@@ -320,7 +321,7 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_loop_config loop = { .clone_fd = 0,
 					 .max_idle_threads = 16 };
-	CfsOptions opts = { .parallel = 4, .list_ttl = 60,
+	CfsOptions opts = { .parallel = 64, .list_ttl = 60,
 			    .list_wait = 3000, .stall_timeout = 30,
 			    .uid = -1, .gid = -1 };
 	CfsFs fs = { 0 };

@@ -20,6 +20,35 @@ static CfsFs *ops_fs(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Bytes of data a disk file holds, from the allocation map where it is
+ * known (the raw bytes, or a view of them): what st_blocks says, so that
+ * `cp --sparse=auto`, `rsync --sparse` and `du` see the holes. Without a
+ * map every byte counts. */
+static guint64 node_data_bytes(CfsNode *n, guint64 size)
+{
+	const CfsView *view;
+	CfsExtentMap *map;
+	guint64 data = 0, pos = 0, hole;
+
+	if (n->kind != NODE_DISK || size == 0)
+		return size;
+	view = cfs_export_view(n->ex, n->format);
+	map = cfs_export_map(n->ex);
+	if (!view && map && !n->format)
+		return MIN(map->data_bytes, size);
+	if (!view)
+		return size;
+	while (pos < size && cfs_view_next_data(view, pos, &pos)) {
+		if (!cfs_view_next_hole(view, pos, &hole) || hole > size)
+			hole = size;
+		if (hole <= pos)
+			break;
+		data += hole - pos;
+		pos = hole;
+	}
+	return data;
+}
+
 static void node_stat(CfsFs *fs, CfsNode *n, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -38,7 +67,8 @@ static void node_stat(CfsFs *fs, CfsNode *n, struct stat *st)
 		st->st_mode = S_IFREG | (0444 & ~fs->umask);
 		st->st_nlink = 1;
 		st->st_size = (off_t)size;
-		st->st_blocks = (st->st_size + 511) / 512;
+		st->st_blocks = (blkcnt_t)((node_data_bytes(n, size) + 511) /
+					   512);
 	}
 	st->st_blksize = 1024 * 1024;
 	st->st_mtim.tv_sec = (time_t)n->mtime;

@@ -66,6 +66,8 @@ typedef struct {
 	bool keep_exports;
 	CfsHttpSettings *settings;	/* [aws] TLS, and aws_classify */
 	double poll_s;		/* first poll interval of long operations */
+	double ebs_rate;	/* GetSnapshotBlock a second per snapshot */
+	CfsHttpBucket *ebs_account;	/* GetSnapshotBlock of the account */
 
 	GMutex lock;
 	CfsAwsCreds *creds;	/* protected by lock; NULL until resolved */
@@ -94,6 +96,12 @@ void aws_disk_free(AwsDisk *d);
 bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 		     GError **error);
 void aws_config_clear(AwsProvider *prov);
+/* GetSnapshotBlock a second, per snapshot and per account, unless the
+ * section says ebs_rate / ebs_account_rate: under EBS's 1,000. */
+#define AWS_EBS_RATE 900.0
+/* Read ebs_rate and ebs_account_rate (part of aws_config_load). */
+bool aws_config_rates(AwsProvider *prov, GKeyFile *conf, const char *section,
+		      GError **error);
 
 /* The INI files of the AWS CLI, read the way it reads them (creds.c). */
 GKeyFile *aws_ini_load(const char *path, GError **error);

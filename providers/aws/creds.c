@@ -299,11 +299,51 @@ bool aws_config_load(AwsProvider *prov, GKeyFile *conf, const char *section,
 	prov->poll_s = poll ? g_ascii_strtod(poll, NULL) : 1.0;
 	if (prov->poll_s <= 0.0 || prov->poll_s > 60.0)
 		prov->poll_s = 1.0;
+	return aws_config_rates(prov, conf, section, error);
+}
+
+/* A rate key (requests a second, more than 0), or @def. */
+static bool aws_conf_rate(GKeyFile *conf, const char *section,
+			  const char *key, double def, double *out,
+			  GError **error)
+{
+	g_autofree char *text = g_key_file_get_string(conf, section, key,
+						      NULL);
+	char *end = NULL;
+
+	*out = def;
+	if (!text)
+		return true;
+	*out = g_ascii_strtod(text, &end);
+	if (end == text || *end || *out <= 0.0 || *out > 1e6) {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] %s: '%s' is not a "
+			    "rate (requests a second)", section, key, text);
+		return false;
+	}
+	return true;
+}
+
+/* EBS allows 1,000 GetSnapshotBlock a second per snapshot and, by
+ * default, per account: stay under both before it throttles. */
+bool aws_config_rates(AwsProvider *prov, GKeyFile *conf, const char *section,
+		      GError **error)
+{
+	double account;
+
+	if (!aws_conf_rate(conf, section, "ebs_rate", AWS_EBS_RATE,
+			   &prov->ebs_rate, error) ||
+	    !aws_conf_rate(conf, section, "ebs_account_rate", AWS_EBS_RATE,
+			   &account, error))
+		return false;
+	cfs_http_bucket_unref(prov->ebs_account);
+	/* A burst of a tenth of a second: a window opening at once. */
+	prov->ebs_account = cfs_http_bucket_new(account, account / 10);
 	return true;
 }
 
 void aws_config_clear(AwsProvider *prov)
 {
+	g_clear_pointer(&prov->ebs_account, cfs_http_bucket_unref);
 	g_free(prov->profile);
 	g_free(prov->region);
 	g_strfreev(prov->regions);

@@ -39,6 +39,7 @@ typedef struct {
 	char **token;		/* protected by lock: their BlockTokens */
 	gint64 expires;		/* real µs the tokens expire; 0: unknown */
 	gint64 listed;		/* real µs they were listed */
+	CfsHttpBucket *bucket;	/* GetSnapshotBlock of this snapshot */
 } EbsSource;
 
 static void ebs_source_free(CfsSource *src)
@@ -48,6 +49,7 @@ static void ebs_source_free(CfsSource *src)
 	if (!es)
 		return;
 	aws_grant_clear(&es->grant);
+	cfs_http_bucket_unref(es->bucket);
 	g_mutex_clear(&es->lock);
 	g_free(es->region);
 	g_free(es->snapshot_id);
@@ -267,6 +269,12 @@ static bool ebs_plan(CfsSource *src, guint64 off, guint64 len,
 		url = g_strdup_printf("%s/snapshots/%s/blocks/%" G_GUINT64_FORMAT,
 				      es->base, es->snapshot_id, es->index[i]);
 		piece.req = cfs_http_request_new(url);
+		/* Under the published limits, shared by every export of the
+		 * snapshot and of the account. */
+		cfs_http_request_add_bucket(piece.req, es->bucket);
+		if (es->prov->ebs_account)
+			cfs_http_request_add_bucket(piece.req,
+						    es->prov->ebs_account);
 		piece.offset = start;
 		piece.length = MIN(es->block_size, src->size - start);
 		g_array_append_val(pieces, piece);
@@ -443,6 +451,7 @@ CfsSource *aws_ebs_export_start(AwsProvider *prov, CfsDisk *disk,
 	}
 	es = g_new0(EbsSource, 1);
 	es->prov = prov;
+	es->bucket = cfs_http_bucket_new(prov->ebs_rate, prov->ebs_rate / 10);
 	aws_grant_init(&es->grant, creds, creds_expire);
 	g_mutex_init(&es->lock);
 	es->region = g_strdup(d->region);

@@ -113,6 +113,12 @@ What it adds to moto
   GetSnapshotBlock with an expired one answers 400 ValidationException,
   Reason INVALID_BLOCK_TOKEN (counted as "ExpiredBlockToken").
   --faults JSON (or env CFS_AWS_FAULTS) sets the initial table.
+* A link's delay and EBS's request limit: --delay S (or "delay" in
+  /_launcher/config) holds every GetSnapshotBlock and GetObject answer S
+  seconds (a real region's first-byte time); --block-rate N (or
+  "block_rate") answers 429 ThrottlingException to a GetSnapshotBlock
+  beyond N in the last second for its snapshot, as EBS does at 1,000
+  (counted in faults_injected as "Throttled").
 * --strict N: signatures are checked after the first N requests (moto's
   INITIAL_NO_AUTH_ACTION_COUNT; seeding does not count). Use the first
   calls to create an IAM user and access key (iam CreateUser,
@@ -128,6 +134,7 @@ PutSnapshotBlock are not validated; exports are of one disk.
 
 import argparse
 import base64
+import collections
 import hashlib
 import json
 import os
@@ -164,7 +171,8 @@ QEMU_IMG = "/usr/bin/qemu-img"
 CFG = {"snapshot_seconds": 1.5, "export_seconds": 3.0,
        "block_size": 524288, "region": "us-east-1",
        "block_token_seconds": 7 * 86400, "creds_seconds": 3600,
-       "container_token": None}
+       "container_token": None, "delay": 0.0, "block_rate": 0}
+BLOCK_TIMES = {}               # snapshot id -> deque of call times; LOCK
 EXPIRING = {}                  # access key id -> epoch; protected by LOCK
 IMDS_TOKENS = set()            # protected by LOCK
 STATE = {}
@@ -642,6 +650,25 @@ def fault_for(action):
         return dict(f)
 
 
+def over_block_rate(path):
+    """Whether a GetSnapshotBlock is one too many in the last second for
+    its snapshot (--block-rate); counts it as Throttled if so."""
+    limit = CFG["block_rate"]
+    if not limit:
+        return False
+    snap = path.split("/")[2] if path.count("/") >= 3 else ""
+    now = time.monotonic()
+    with LOCK:
+        times = BLOCK_TIMES.setdefault(snap, collections.deque())
+        while times and times[0] <= now - 1.0:
+            times.popleft()
+        if len(times) >= limit:
+            INJECTED["Throttled"] = INJECTED.get("Throttled", 0) + 1
+            return True
+        times.append(now)
+    return False
+
+
 def fault_response(service, action, f):
     if "body" in f:  # a hostile or broken answer, as it is
         body = f["body"]
@@ -798,7 +825,9 @@ def control(method, path, body):
                 CFG.update({k: float(v) for k, v in data.items()
                             if k in ("snapshot_seconds", "export_seconds",
                                      "block_token_seconds",
-                                     "creds_seconds")})
+                                     "creds_seconds", "delay")})
+                if "block_rate" in data:
+                    CFG["block_rate"] = int(data["block_rate"])
                 for k in ("container_token", "sso_token"):
                     if k in data:
                         CFG[k] = data[k]
@@ -834,6 +863,12 @@ class Middleware:
             start_response(f"{status} Expired", headers)
             return [out]
         f = fault_for(action)
+        if not f and action == "GetSnapshotBlock" and over_block_rate(path):
+            f = {"status": 429, "code": "ThrottlingException",
+                 "message": "Rate exceeded"}
+        if not f and CFG["delay"] and action in ("GetSnapshotBlock",
+                                                 "GetObject"):
+            time.sleep(CFG["delay"])
         if f and f.get("stall"):
             # A slow answer, not a slow arrival: what the request carries
             # (signature, block token) is checked when it comes in.
@@ -1120,6 +1155,10 @@ def main():
     ap.add_argument("--export-seconds", type=float,
                     default=CFG["export_seconds"])
     ap.add_argument("--block-size", type=int, default=CFG["block_size"])
+    ap.add_argument("--delay", type=float, default=0.0,
+                    help="seconds before each GetSnapshotBlock/GetObject")
+    ap.add_argument("--block-rate", type=int, default=0,
+                    help="GetSnapshotBlock/s per snapshot, then 429")
     ap.add_argument("--faults", default=os.environ.get("CFS_AWS_FAULTS"),
                     help="initial fault table (JSON)")
     ap.add_argument("--verbose", action="store_true", help="log requests")
@@ -1130,7 +1169,8 @@ def main():
     if not args.verbose:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
     CFG.update(snapshot_seconds=args.snapshot_seconds, region=args.region,
-               export_seconds=args.export_seconds, block_size=args.block_size)
+               export_seconds=args.export_seconds, block_size=args.block_size,
+               delay=args.delay, block_rate=args.block_rate)
     if args.faults:
         FAULTS.update(json.loads(args.faults))
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
