@@ -678,7 +678,6 @@ bool cfs_cache_acquire(CfsCache *c, const CfsExtent *ranges, guint n,
 	hold->chunks = cache_chunks_of(c, ranges, n);
 	hold->wake = wake;
 	hold->data = data;
-	g_atomic_pointer_set(hold_out, hold);
 	g_mutex_lock(&c->lock);
 	for (guint i = 0; i < hold->chunks->len; i++) {
 		guint64 idx = g_array_index(hold->chunks, guint64, i);
@@ -708,6 +707,10 @@ bool cfs_cache_acquire(CfsCache *c, const CfsExtent *ranges, guint n,
 	}
 	ready = hold->missing == 0;
 	hold->woken = ready;
+	/* Published once registered, under the lock: before, an interrupt
+	 * could cancel and free a hold this loop still used; after, no
+	 * chunk can land before the owner sees it. */
+	g_atomic_pointer_set(hold_out, hold);
 	g_mutex_unlock(&c->lock);
 	/* From here a waiting hold may be woken, and freed, at any time. */
 	cache_fetch_all(c, fetch, true);

@@ -94,7 +94,9 @@ guint64 cfs_cache_n_chunks(const CfsCache *cache);
  * cfs_cache_release(). Returns true if they all are now: read them with
  * cfs_cache_pread() and release. Otherwise @wake is called once they are
  * (or one failed), maybe before this returns; @hold_out is set
- * (atomically) before any chunk can land, in both cases. Any thread.
+ * (atomically) before any chunk can land, in both cases, and only once
+ * the hold is registered: a cfs_cache_cancel() of it from another thread
+ * (an interrupt) is safe from then on. Any thread.
  */
 bool cfs_cache_acquire(CfsCache *cache, const CfsExtent *ranges, guint n,
 		       CfsCacheWakeFn wake, gpointer data,

@@ -578,6 +578,86 @@ static void test_evict_close_race(void)
 	env_clear(&e);
 }
 
+/* --- an interrupt that cancels a hold while it is being acquired --- */
+
+static void noop_fetch(gpointer owner, guint64 idx, bool demand)
+{
+	/* never completes: every hold waits until cancelled */
+}
+
+static void wake_never(CfsCacheHold *hold, gpointer data, const GError *error)
+{
+	g_assert_not_reached();
+}
+
+typedef struct {
+	CfsCacheHold *hold;	/* atomic: published by acquire */
+	gint stop;		/* atomic */
+	guint cancelled;
+} Race;
+
+/* Cancel and release every hold as soon as it is published, as FUSE's
+ * interrupt handler does from its own thread. */
+static gpointer canceller_run(gpointer data)
+{
+	Race *r = data;
+
+	while (!g_atomic_int_get(&r->stop)) {
+		CfsCacheHold *h = g_atomic_pointer_get(&r->hold);
+
+		if (h && g_atomic_pointer_compare_and_exchange(&r->hold, h,
+							       NULL)) {
+			g_assert_true(cfs_cache_cancel(h));
+			cfs_cache_release(h);
+			r->cancelled++;
+		}
+	}
+	return NULL;
+}
+
+static void test_cancel_during_acquire(void)
+{
+	Env e;
+	Race r = { 0 };
+	CfsStore *store;
+	CfsCache *cache;
+	GThread *thread;
+	guint mine = 0;
+
+	env_init(&e, 64 * CHUNK);
+	store = store_open(e.dir, 0);
+	cache = cfs_cache_open(store, "key", "disk", e.map, CHUNK, 4,
+			       noop_fetch, NULL, NULL);
+	g_assert_nonnull(cache);
+	thread = g_thread_new("canceller", canceller_run, &r);
+	for (guint i = 0; i < 20000; i++) {
+		/* Many chunks, so that registering takes a while. */
+		CfsExtent range = { (i % 8) * CHUNK, 48 * CHUNK };
+		CfsCacheHold *h;
+
+		while (g_atomic_pointer_get(&r.hold))
+			;	/* the canceller has not taken the last one */
+		g_assert_false(cfs_cache_acquire(cache, &range, 1, wake_never,
+						 NULL, &r.hold));
+		h = g_atomic_pointer_get(&r.hold);
+		if (h && g_atomic_pointer_compare_and_exchange(&r.hold, h,
+							       NULL)) {
+			g_assert_true(cfs_cache_cancel(h));
+			cfs_cache_release(h);
+			mine++;
+		}
+	}
+	while (g_atomic_pointer_get(&r.hold))
+		;
+	g_atomic_int_set(&r.stop, 1);
+	g_thread_join(thread);
+	g_test_message("%u cancelled by the other thread, %u here",
+		       r.cancelled, mine);
+	cfs_cache_close(cache);
+	cfs_store_free(store);
+	env_clear(&e);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -588,5 +668,7 @@ int main(int argc, char **argv)
 	g_test_add_func("/store/lengths", test_lengths);
 	g_test_add_func("/store/power-loss", test_power_loss);
 	g_test_add_func("/store/evict-close-race", test_evict_close_race);
+	g_test_add_func("/store/cancel-during-acquire",
+			test_cancel_during_acquire);
 	return g_test_run();
 }
