@@ -51,6 +51,7 @@ def value(samples, name, **labels):
 def test_metrics_count_a_copy(images, http_server, mount, tmp_path):
     img = images.random("m.raw", 3 * MiB, seed=7)
     m = mount({"m": http_server.url(img.name)})
+    assert m.disk("m").stat().st_size == img.size   # listed
     text = (m.path / ".metrics").read_text()
     before = parse_metrics(text)
     disk = {"provider": "url", "disk": "url/m/disk"}
