@@ -51,9 +51,7 @@ def value(samples, name, **labels):
 def test_metrics_count_a_copy(images, http_server, mount, tmp_path):
     img = images.random("m.raw", 3 * MiB, seed=7)
     m = mount({"m": http_server.url(img.name)})
-    # The first listing runs in the background: wait for it (a lookup
-    # does), or .metrics may not have the disk yet.
-    assert m.disk("m").stat().st_size == img.size
+    assert m.disk("m").stat().st_size == img.size   # listed
     text = (m.path / ".metrics").read_text()
     before = parse_metrics(text)
     disk = {"provider": "url", "disk": "url/m/disk"}
