@@ -22,8 +22,10 @@ def shown(m):
 
 
 def test_shards_show_each_vm_exactly_once(images, http_server, mount):
+    # A first listing probes 13 URLs: let the folder wait for it.
     mounts = [mount(config_text=fleet_config(images, http_server,
-                                             "shard = %d/3\n" % k))
+                                             "shard = %d/3\n" % k),
+                    options={"list_wait": "60000"})
               for k in range(3)]
     parts = [[n for n in shown(m) if not n.startswith(".")] for m in mounts]
     seen = sorted(n for part in parts for n in part)
@@ -31,13 +33,15 @@ def test_shards_show_each_vm_exactly_once(images, http_server, mount):
     assert all(parts), "a shard got nothing: %s" % parts
     # Stable: the same split again.
     again = mount(config_text=fleet_config(images, http_server,
-                                           "shard = 1/3\n"))
+                                           "shard = 1/3\n"),
+                  options={"list_wait": "60000"})
     assert [n for n in shown(again) if not n.startswith(".")] == parts[1]
 
 
 def test_include_and_exclude(images, http_server, mount):
     m = mount(config_text=fleet_config(
-        images, http_server, "include = web0*;db*\nexclude = web05, db02\n"))
+        images, http_server, "include = web0*;db*\nexclude = web05, db02\n"),
+        options={"list_wait": "60000"})
     names = [n for n in shown(m) if not n.startswith(".")]
     assert names == sorted(["web00", "web01", "web02", "web03", "web04",
                             "web06", "web07", "web08", "web09", "db01"])
