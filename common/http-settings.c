@@ -130,3 +130,36 @@ CfsHttpClass cfs_http_classify_default(const CfsHttpRequest *req)
 		return CFS_HTTP_FINAL;
 	}
 }
+
+int cfs_http_status_errno(long status, int conflict, int fallback)
+{
+	switch (status) {
+	case 400:
+		return EINVAL;
+	case 401:
+	case 403:
+		return EACCES;
+	case 404:
+		return ENOENT;
+	case 409:
+		return conflict;
+	default:
+		return fallback;
+	}
+}
+
+void cfs_http_explain(const CfsHttpRequest *req, const char *what,
+		      const char *text, int conflict, GError **error)
+{
+	int code = (*error)->domain == CFS_ERROR ? (*error)->code : EIO;
+	g_autofree char *was = g_strdup((*error)->message);
+
+	if (req->status >= 400)
+		code = cfs_http_status_errno(req->status, conflict, code);
+	g_clear_error(error);
+	if (text)
+		g_set_error(error, CFS_ERROR, code, "%s: %s (%s)", what, text,
+			    was);
+	else
+		g_set_error(error, CFS_ERROR, code, "%s: %s", what, was);
+}

@@ -164,6 +164,17 @@ bool cfs_http_settings_load(CfsHttpSettings *settings, GKeyFile *conf,
  * the rest FINAL. Any thread. */
 CfsHttpClass cfs_http_classify_default(const CfsHttpRequest *req);
 
+/* The errno an HTTP error status stands for: 400 EINVAL, 401 and 403
+ * EACCES, 404 ENOENT, 409 @conflict; else @fallback. Any thread. */
+int cfs_http_status_errno(long status, int conflict, int fallback);
+
+/* Replace *@error (what the worker said of a failed @req) by "@what:
+ * @text (what it said)", or "@what: what it said" without @text, its code
+ * the errno of the status (409 is @conflict). @text is the provider's
+ * reading of the error body, or NULL. */
+void cfs_http_explain(const CfsHttpRequest *req, const char *what,
+		      const char *text, int conflict, GError **error);
+
 /* True on the network thread, where nothing may block. */
 bool cfs_http_on_network_thread(void);
 /* Abort in debug builds when called on the network thread; put at the

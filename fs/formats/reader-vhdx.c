@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fs/formats/reader-private.h"
+#include "fs/formats/vhdx-guids.h"
 #include "fs/formats/view-private.h"	/* cfs_crc32c */
 
 #define KIB 1024ull
@@ -31,31 +32,10 @@ enum {
 	VHDX_PARTIALLY_PRESENT = 7,
 };
 
-typedef struct {
-	guint32 d1;
-	guint16 d2, d3;
-	guint8 d4[8];
-} VhdxGuid;
-
-static const VhdxGuid vhdx_bat_guid = { 0x2DC27766, 0xF623, 0x4200,
-	{ 0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08 } };
-static const VhdxGuid vhdx_meta_guid = { 0x8B7CA206, 0x4790, 0x4B9A,
-	{ 0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E } };
-static const VhdxGuid vhdx_file_params_guid = { 0xCAA16737, 0xFA36, 0x4D43,
-	{ 0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B } };
-static const VhdxGuid vhdx_disk_size_guid = { 0x2FA54224, 0xCD1B, 0x4876,
-	{ 0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8 } };
-static const VhdxGuid vhdx_logical_guid = { 0x8141BF1D, 0xA96F, 0x4709,
-	{ 0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F } };
 /* Known and not needed here: physical sector size, page 83 data, parent
  * locator (refused anyway through the has-parent flag). */
-static const VhdxGuid vhdx_known_guids[] = {
-	{ 0xCDA348C7, 0x445D, 0x4471,
-	  { 0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56 } },
-	{ 0xBECA12AB, 0xB2E6, 0x4523,
-	  { 0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46 } },
-	{ 0xA8D35F2D, 0xB30B, 0x454D,
-	  { 0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C } },
+static const VhdxGuid *const vhdx_known_guids[] = {
+	&vhdx_physical_guid, &vhdx_disk_id_guid, &vhdx_parent_locator_guid,
 };
 
 typedef struct {
@@ -202,7 +182,7 @@ static const guint32 vhdx_item_len[ITEMS] = { 8, 8, 4 };
 static bool vhdx_known(const guint8 *e)
 {
 	for (guint k = 0; k < G_N_ELEMENTS(vhdx_known_guids); k++) {
-		if (vhdx_guid_eq(e, &vhdx_known_guids[k]))
+		if (vhdx_guid_eq(e, vhdx_known_guids[k]))
 			return true;
 	}
 	return false;

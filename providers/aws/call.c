@@ -225,36 +225,14 @@ char *aws_error_text(const CfsHttpRequest *req)
 	return text;
 }
 
-static int aws_status_errno(long status, int fallback)
-{
-	switch (status) {
-	case 401:
-	case 403:
-		return EACCES;
-	case 404:
-		return ENOENT;
-	case 400:
-		return EINVAL;
-	default:
-		return fallback;
-	}
-}
-
+/* Replace *@error by "@what: AWS's code and message (what the worker
+ * said)". */
 static void aws_explain(const CfsHttpRequest *req, const char *what,
 			GError **error)
 {
 	g_autofree char *text = aws_error_text(req);
-	int code = (*error)->domain == CFS_ERROR ? (*error)->code : EIO;
-	g_autofree char *was = g_strdup((*error)->message);
 
-	if (req->status >= 400)
-		code = aws_status_errno(req->status, code);
-	g_clear_error(error);
-	if (text)
-		g_set_error(error, CFS_ERROR, code, "%s: %s (%s)", what, text,
-			    was);
-	else
-		g_set_error(error, CFS_ERROR, code, "%s: %s", what, was);
+	cfs_http_explain(req, what, text, EBUSY, error);
 }
 
 bool aws_perform(AwsProvider *prov, CfsHttpRequest *req, const char *what,

@@ -145,23 +145,6 @@ static char *az_error_text(const CfsHttpRequest *req)
 	return text;
 }
 
-static int az_status_errno(long status, int fallback)
-{
-	switch (status) {
-	case 401:
-	case 403:
-		return EACCES;
-	case 404:
-		return ENOENT;
-	case 400:
-		return EINVAL;
-	case 409:
-		return EBUSY;
-	default:
-		return fallback;
-	}
-}
-
 static void az_explain(const CfsHttpRequest *req, const char *what,
 		       GError **error)
 {
@@ -170,7 +153,7 @@ static void az_explain(const CfsHttpRequest *req, const char *what,
 	g_autofree char *was = g_strdup((*error)->message);
 
 	if (req->status >= 400)
-		code = az_status_errno(req->status, code);
+		code = cfs_http_status_errno(req->status, EBUSY, code);
 	else if (code == ECANCELED && req->response &&
 		 req->response->len + 65536 > AZ_ANSWER_MAX)
 		was = g_strdup_printf("answer larger than %d MiB",

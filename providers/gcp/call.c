@@ -127,39 +127,14 @@ static char *printable(char *text)
 	return text;
 }
 
-static int status_errno(long status, int fallback)
-{
-	switch (status) {
-	case 400:
-		return EINVAL;
-	case 401:
-	case 403:
-		return EACCES;
-	case 404:
-		return ENOENT;
-	case 409:
-		return EEXIST;
-	default:
-		return fallback;
-	}
-}
-
 /* Replace *@error by "@what: Google's message (what the worker said)". */
 static void gcp_explain(const CfsHttpRequest *req, const char *what,
 			GError **error)
 {
 	g_autofree char *text = google_error_text(req->response);
-	g_autofree char *was = g_strdup((*error)->message);
-	int code = (*error)->domain == CFS_ERROR ? (*error)->code : EIO;
 
-	if (req->status >= 400)
-		code = status_errno(req->status, code);
-	g_clear_error(error);
-	if (text)
-		g_set_error(error, CFS_ERROR, code, "%s: %s (%s)", what,
-			    printable(text), was);
-	else
-		g_set_error(error, CFS_ERROR, code, "%s: %s", what, was);
+	cfs_http_explain(req, what, text ? printable(text) : NULL, EEXIST,
+			 error);
 }
 
 /* --- classifying answers --- */
