@@ -135,7 +135,8 @@ def test_second_daemon_on_a_cache_dir(http_server, images, mount, tmp_path,
 def test_progress_path_escaped(http_server, images, mount):
     img = images.random("web01.raw", 2 * MiB, seed=85)
     m = mount(config_text="[url]\nweb 01 = %s\n" % http_server.url(img.name))
-    text = read_all(m.path / ".progress").decode()
+    assert "web 01" in os.listdir(m.path / "url")   # listed: the root's
+    text = read_all(m.path / ".progress").decode()  # .progress never waits
     line = [l for l in text.splitlines() if "web" in l][0]
     fields = line.split(" ")
     assert fields[0] == "url/web\\x2001/disk.raw", line
