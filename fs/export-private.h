@@ -22,8 +22,9 @@ struct CfsExport {
 
 	GMutex job_lock;	/* held by a control job; before lock */
 	GMutex lock;
-	GCond cond;		/* state left PREPARING, or a stream of
-				 * unknown length ended */
+	GCond cond;		/* state left PREPARING, a stream of
+				 * unknown length ended, or cache_users
+				 * fell to 0 */
 	ExportState state;	/* protected by lock */
 	CfsSource *source;	/* set once READY, then constant */
 	CfsCache *cache;	/* set once READY, then constant */
@@ -46,6 +47,9 @@ struct CfsExport {
 	CfsExportReadyFn ready_hook;
 	gpointer ready_data;
 	int opens;		/* protected by lock */
+	int cache_users;	/* protected by lock: opens and releases that
+				 * count readers of the cache unlocked; a
+				 * restart waits for them (cond) */
 	char *phase;		/* protected by lock */
 	double phase_percent;	/* protected by lock */
 	char *error;		/* protected by lock: the last failure */

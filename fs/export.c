@@ -335,6 +335,8 @@ static void export_start_job(CfsExport *ex)
 	CfsSource *src;
 	CfsCache *cache = NULL;
 	CfsReader *reader = NULL, *old_reader;
+	CfsCache *old_cache;
+	CfsSource *old_source;
 	int opens;
 
 	/* A released export starting again: its old bytes may be gone. */
@@ -348,10 +350,15 @@ static void export_start_job(CfsExport *ex)
 	old_reader = g_steal_pointer(&ex->reader);
 	ex->stream_size = CFS_SIZE_UNKNOWN;
 	g_clear_pointer(&ex->stream_map, cfs_extent_map_unref);
+	/* An open or release may still count readers of the old cache. */
+	while (ex->cache_users)
+		g_cond_wait(&ex->cond, &ex->lock);
+	old_cache = g_steal_pointer(&ex->cache);
+	old_source = g_steal_pointer(&ex->source);
 	g_mutex_unlock(&ex->lock);
 	cfs_reader_free(old_reader);
-	g_clear_pointer(&ex->cache, cfs_cache_close);
-	g_clear_pointer(&ex->source, cfs_source_free);
+	cfs_cache_close(old_cache);
+	cfs_source_free(old_source);
 	ex->released = false;
 	g_mutex_lock(&engine->stop_lock);
 	ex->cancel = false;
@@ -459,6 +466,27 @@ static void export_push_job(CfsExport *ex, bool end)
 }
 
 
+/* The cache, if ready, for a call made after the export lock is dropped:
+ * a restart does not close it until the call is over. Lock held. */
+static CfsCache *export_cache_use(CfsExport *ex)
+{
+	if (ex->state != EXPORT_READY)
+		return NULL;
+	ex->cache_users++;
+	return ex->cache;
+}
+
+/* Count readers of a cache taken with export_cache_use(), and let it go.
+ * No lock held. */
+static void export_cache_readers(CfsExport *ex, CfsCache *cache, int delta)
+{
+	cfs_cache_add_readers(cache, delta);
+	g_mutex_lock(&ex->lock);
+	if (--ex->cache_users == 0)
+		g_cond_broadcast(&ex->cond);
+	g_mutex_unlock(&ex->lock);
+}
+
 void cfs_export_open(CfsExport *ex)
 {
 	bool start = false;
@@ -478,12 +506,12 @@ void cfs_export_open(CfsExport *ex)
 		ex->run_opens = 0;
 	}
 	ex->run_opens++;
-	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
+	cache = export_cache_use(ex);
 	g_mutex_unlock(&ex->lock);
 	if (start)
 		export_push_job(ex, false);
 	if (cache)
-		cfs_cache_add_readers(cache, 1);
+		export_cache_readers(ex, cache, 1);
 }
 
 /* Files closed after a glance (a file manager sniffing types, `file`
@@ -545,7 +573,7 @@ void cfs_export_release(CfsExport *ex)
 
 	g_mutex_lock(&ex->lock);
 	ex->opens--;
-	cache = ex->state == EXPORT_READY ? ex->cache : NULL;
+	cache = export_cache_use(ex);
 	if (cache && ex->opens == 0 && !ex->released &&
 	    ex->prov->ops->export_end && export_complete(ex)) {
 		ex->released = true;
@@ -556,7 +584,7 @@ void cfs_export_release(CfsExport *ex)
 	}
 	g_mutex_unlock(&ex->lock);
 	if (cache)
-		cfs_cache_add_readers(cache, -1);
+		export_cache_readers(ex, cache, -1);
 	if (glance)
 		timer = cfs_timer_new(ex->engine->ctx.control,
 				      GLANCE_DELAY_US / 2.0 / G_USEC_PER_SEC,
