@@ -78,6 +78,7 @@ static bool json_u64(json_object *o, const char *key, guint64 *out)
 	json_object *v = NULL;
 	const char *s;
 	char *end = NULL;
+	guint64 n;
 
 	if (!json_object_object_get_ex(o, key, &v) || !v)
 		return false;
@@ -85,12 +86,16 @@ static bool json_u64(json_object *o, const char *key, guint64 *out)
 		*out = (guint64)json_object_get_int64(v);
 		return true;
 	}
-	/* moto sends BlockIndex as a string */
+	/* moto sends BlockIndex as a string; @out is left alone unless the
+	 * whole string is a number */
 	s = json_object_get_string(v);
 	if (!s || !*s)
 		return false;
-	*out = g_ascii_strtoull(s, &end, 10);
-	return end && !*end;
+	n = g_ascii_strtoull(s, &end, 10);
+	if (!end || *end)
+		return false;
+	*out = n;
+	return true;
 }
 
 /* ExpiryTime of the block tokens (seconds since the epoch, maybe with a
