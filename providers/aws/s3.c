@@ -140,33 +140,55 @@ static char *export_task_start(AwsProvider *prov, const AwsDisk *d,
 	return tid;
 }
 
-/* Poll the task until completed; the object's key into @key. */
-static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
-			     const char *tid, char **key,
-			     CfsExportReport *report, GError **error)
+/* What differs between the two kinds of EC2 export task. */
+typedef struct {
+	const char *action;	/* the Describe call */
+	const char *param;	/* its id parameter */
+	const char *set;	/* where the task is in the answer */
+	const char *state;	/* the task's state field */
+	const char *percent;	/* the field whose leading number is the
+				 * progress */
+	const char *key;	/* the object's key, or NULL */
+} ExportTaskKind;
+
+static const ExportTaskKind instance_task = {
+	"DescribeExportTasks", "ExportTaskId.1", "exportTaskSet/item", "state",
+	"statusMessage", "exportToS3/s3Key",
+};
+
+static const ExportTaskKind image_task = {
+	"DescribeExportImageTasks", "ExportImageTaskId.1",
+	"exportImageTaskSet/item", "status", "progress", NULL,
+};
+
+/* Poll an export task until completed; the object's key into @key when
+ * the answer gives one. */
+static bool export_task_poll(AwsProvider *prov, const AwsDisk *d,
+			     const ExportTaskKind *kind, const char *tid,
+			     char **key, CfsExportReport *report,
+			     GError **error)
 {
 	g_autofree char *t = aws_form_escape(tid);
-	g_autofree char *params = g_strdup_printf("ExportTaskId.1=%s", t);
+	g_autofree char *params = g_strdup_printf("%s=%s", kind->param, t);
 	CfsPoll poll;
 
 	cfs_poll_init(&poll, report, prov->poll_s, 10.0, 0);
 	for (;;) {
 		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, d->region,
-						     "DescribeExportTasks",
-						     params, report, poll.wait,
-						     error);
-		g_autofree char *state = NULL, *msg = NULL;
+						     kind->action, params,
+						     report, poll.wait, error);
+		g_autofree char *state = NULL, *msg = NULL, *pct = NULL;
 		xmlNode *item;
 
 		if (!doc)
 			return false;
-		item = aws_xml_path(xmlDocGetRootElement(doc),
-				    "exportTaskSet/item");
-		state = aws_xml_text(item, "state");
+		item = aws_xml_path(xmlDocGetRootElement(doc), kind->set);
+		state = aws_xml_text(item, kind->state);
 		msg = aws_xml_text(item, "statusMessage");
+		pct = aws_xml_text(item, kind->percent);
 		if (g_strcmp0(state, "completed") == 0) {
-			g_autofree char *k = aws_xml_text(item,
-							  "exportToS3/s3Key");
+			g_autofree char *k = kind->key ?
+				aws_xml_text(item, kind->key) : NULL;
 
 			if (k && *k) {
 				g_free(*key);
@@ -181,8 +203,7 @@ static bool export_task_wait(AwsProvider *prov, const AwsDisk *d,
 				    msg && *msg ? ": " : "", msg ? msg : "");
 			return false;
 		}
-		cfs_export_report(report, "export",
-				  MAX(percent_of(msg), 0.0));
+		cfs_export_report(report, "export", MAX(percent_of(pct), 0.0));
 		if (!cfs_poll_next(&poll, 0, "export task", error))
 			return false;
 	}
@@ -233,47 +254,6 @@ static char *image_task_start(AwsProvider *prov, const AwsDisk *d,
 	return tid;
 }
 
-/* Poll DescribeExportImageTasks until the task completed. */
-static bool image_task_wait(AwsProvider *prov, const AwsDisk *d,
-			    const char *tid, CfsExportReport *report,
-			    GError **error)
-{
-	g_autofree char *t = aws_form_escape(tid);
-	g_autofree char *params = g_strdup_printf("ExportImageTaskId.1=%s", t);
-	CfsPoll poll;
-
-	cfs_poll_init(&poll, report, prov->poll_s, 10.0, 0);
-	for (;;) {
-		g_autoptr(xmlDoc) doc = aws_ec2_poll(prov, d->region,
-						     "DescribeExportImageTasks",
-						     params, report, poll.wait,
-						     error);
-		g_autofree char *state = NULL, *msg = NULL, *pct = NULL;
-		xmlNode *item;
-
-		if (!doc)
-			return false;
-		item = aws_xml_path(xmlDocGetRootElement(doc),
-				    "exportImageTaskSet/item");
-		state = aws_xml_text(item, "status");
-		msg = aws_xml_text(item, "statusMessage");
-		pct = aws_xml_text(item, "progress");
-		if (g_strcmp0(state, "completed") == 0) {
-			cfs_export_report(report, "export", 100.0);
-			return true;
-		}
-		if (!item || g_strcmp0(state, "active") != 0) {
-			g_set_error(error, CFS_ERROR, EIO, "export task %s %s%s%s",
-				    tid, state ? state : "vanished",
-				    msg && *msg ? ": " : "", msg ? msg : "");
-			return false;
-		}
-		cfs_export_report(report, "export", MAX(percent_of(pct), 0.0));
-		if (!cfs_poll_next(&poll, 0, "export task", error))
-			return false;
-	}
-}
-
 /* export_method = image: the object's key. The image goes once the
  * export is over, whatever its outcome. */
 static char *export_by_image(AwsProvider *prov, const AwsDisk *d,
@@ -291,7 +271,8 @@ static char *export_by_image(AwsProvider *prov, const AwsDisk *d,
 	tid = image_task_start(prov, d, image, error);
 	if (!tid)
 		goto out;
-	if (!image_task_wait(prov, d, tid, report, error)) {
+	if (!export_task_poll(prov, d, &image_task, tid, &key, report,
+			      error)) {
 		export_task_cancel(prov, d, tid);
 		goto out;
 	}
@@ -313,7 +294,8 @@ static char *export_by_instance(AwsProvider *prov, const AwsDisk *d,
 	tid = export_task_start(prov, d, &key, error);
 	if (!tid)
 		return NULL;
-	if (!export_task_wait(prov, d, tid, &key, report, error)) {
+	if (!export_task_poll(prov, d, &instance_task, tid, &key, report,
+			      error)) {
 		export_task_cancel(prov, d, tid);
 		g_free(key);
 		return NULL;
