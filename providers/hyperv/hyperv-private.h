@@ -23,6 +23,10 @@
  * HV_PREFIX<tag>, the export folder <export_path>\HV_PREFIX<tag>-<vm>-<disk>. */
 #define HV_PREFIX "cloudfs-"
 
+/* SMB connections per exported file: the default and the bound. */
+#define HV_SMB_CONNECTIONS 4
+#define HV_SMB_CONNECTIONS_MAX 16
+
 /* Disks larger than this are refused (a lying inventory). */
 #define HV_DISK_MAX (64ULL << 40)
 
@@ -35,6 +39,7 @@ typedef struct {
 	char *smb_user;		/* DOMAIN\user or user */
 	char *smb_password;	/* a secret */
 	char *export_mount;	/* the share mounted here, or NULL */
+	guint smb_connections;	/* SMB connections per exported file */
 	bool keep_exports;
 	guint op_timeout_s;	/* OperationTimeout of one Receive */
 	guint list_timeout_s;	/* a whole inventory script */
@@ -158,6 +163,11 @@ void hv_sweep(HvProvider *prov, bool self);
 char *hv_export_folder(HvProvider *prov, const HvDisk *d);
 
 /* --- smb.c: reading the exported file --- */
+
+/* Give libsmbclient thread functions, before any other call into it;
+ * false if it cannot take them (then calls go one at a time). Any
+ * thread. */
+bool hv_smb_threads_init(void);
 
 /* Check smb_url. Main thread. */
 bool hv_smb_check(HvProvider *prov, GError **error);

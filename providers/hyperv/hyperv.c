@@ -9,8 +9,8 @@
  *
  * Config ([hyperv]): url, username, password or password_file, auth (ntlm
  * or basic), export_path, smb_url or export_mount, smb_username,
- * smb_password or smb_password_file, keep_exports, operation_timeout,
- * and the TLS keys of cfs_http_settings_load().
+ * smb_password or smb_password_file, smb_connections, keep_exports,
+ * operation_timeout, and the TLS keys of cfs_http_settings_load().
  */
 #include <openssl/provider.h>
 #include <string.h>
@@ -225,12 +225,30 @@ static bool hv_load_bytes(HvProvider *prov, GKeyFile *conf,
 	return hv_smb_check(prov, error);
 }
 
+/* An integer key from @min to @max; @value keeps its default when the
+ * key is missing. */
+static bool hv_load_uint(GKeyFile *conf, const char *section,
+			 const char *key, guint min, guint max, guint *value,
+			 GError **error)
+{
+	g_autoptr(GError) local = NULL;
+	gint v = g_key_file_get_integer(conf, section, key, &local);
+
+	if (g_error_matches(local, G_KEY_FILE_ERROR,
+			    G_KEY_FILE_ERROR_KEY_NOT_FOUND))
+		return true;
+	if (local || v < (gint)min || v > (gint)max) {
+		g_set_error(error, CFS_ERROR, EINVAL, "[%s] %s: a number from "
+			    "%u to %u", section, key, min, max);
+		return false;
+	}
+	*value = (guint)v;
+	return true;
+}
+
 static bool hv_load(HvProvider *prov, GKeyFile *conf, const char *section,
 		    GError **error)
 {
-	g_autoptr(GError) local = NULL;
-	gint timeout;
-
 	prov->url = cfs_conf_string(conf, section, "url");
 	if (!prov->url || !g_str_has_prefix(prov->url, "https://")) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s]: url must be the "
@@ -245,23 +263,12 @@ static bool hv_load(HvProvider *prov, GKeyFile *conf, const char *section,
 						    "keep_exports", NULL);
 	prov->op_timeout_s = 20;
 	prov->list_timeout_s = 300;
-	timeout = g_key_file_get_integer(conf, section, "operation_timeout",
-					 &local);
-	if (!local) {
-		if (timeout < 1 || timeout > 3600) {
-			g_set_error(error, CFS_ERROR, EINVAL, "[%s] "
-				    "operation_timeout: 1 to 3600 seconds",
-				    section);
-			return false;
-		}
-		prov->op_timeout_s = (guint)timeout;
-	} else if (!g_error_matches(local, G_KEY_FILE_ERROR,
-				    G_KEY_FILE_ERROR_KEY_NOT_FOUND)) {
-		g_set_error(error, CFS_ERROR, EINVAL, "[%s] operation_timeout:"
-			    " %s", section, local->message);
-		return false;
-	}
-	return true;
+	prov->smb_connections = HV_SMB_CONNECTIONS;
+	return hv_load_uint(conf, section, "operation_timeout", 1, 3600,
+			    &prov->op_timeout_s, error) &&
+	       hv_load_uint(conf, section, "smb_connections", 1,
+			    HV_SMB_CONNECTIONS_MAX, &prov->smb_connections,
+			    error);
 }
 
 static CfsProvider *hv_create(GKeyFile *conf, const char *section,

@@ -2,14 +2,22 @@
 /*
  * Sources over an exported file: over SMB with libsmbclient (random
  * access at any offset) or from export_mount, the export folder mounted
- * on this machine. libsmbclient keeps state shared between its contexts
- * (connection setup on one thread corrupts a read on another, even with
- * one context per thread), so every call into it holds one process-wide
- * lock, and the process has one context (each new context also leaks
- * a string in the library's logging setup); a source keeps one open
- * file, and the credentials of the source that makes a call are the ones
- * the context asks for. pread runs on the engine's I/O threads and
- * blocks; the rest on the control pool.
+ * on this machine.
+ *
+ * Over SMB a source keeps a small pool of connections, each a
+ * libsmbclient context with the file open: one is made when a read finds
+ * the others busy (at most smb_connections), and each is used by one
+ * thread at a time, so the engine's I/O threads read at once. With the
+ * library's thread support (smb-thread.c), calls on separate contexts may
+ * run in parallel; making, opening, closing and freeing contexts touch the
+ * library's global state (configuration, logging, module set-up) and go
+ * one at a time under smb_setup. Without thread support, every call holds
+ * smb_setup and a pool has one connection. A connection whose read fails
+ * is made again once; a source that is shut waits for the reads in
+ * progress and closes its files (the host will not delete an open file).
+ *
+ * pread runs on the engine's I/O threads and blocks; the rest on the
+ * control pool.
  */
 #include <fcntl.h>
 #include <libsmbclient.h>
@@ -24,9 +32,12 @@
 
 #define SMB_READ_MAX (1024 * 1024)
 
+/* One connection: owned by the pool while idle, else by the one thread
+ * that took it. */
 typedef struct {
-	SMBCFILE *file;		/* protected by smb_lock */
-	guint64 pos;		/* protected by smb_lock: the file offset */
+	SMBCCTX *ctx;		/* NULL until opened */
+	SMBCFILE *file;
+	guint64 pos;		/* the file offset */
 } SmbConn;
 
 typedef struct {
@@ -35,16 +46,25 @@ typedef struct {
 	char *user;
 	char *password;		/* a secret */
 	int fd;			/* export_mount: the open file, else -1 */
-	SmbConn conn;
-	gint shut;		/* atomic: the export ended */
+	guint max_conns;	/* the pool's bound */
+	bool parallel;		/* the library has thread support */
+
+	GMutex lock;
+	GCond cond;		/* a connection or a reader came back */
+	GPtrArray *idle;	/* protected by lock: SmbConns not in use */
+	guint conns;		/* protected by lock: idle and in use */
+	guint readers;		/* protected by lock: local reads running */
+	bool shut;		/* protected by lock: the export ended */
 } HvSource;
 
-/* Every call into libsmbclient holds this. */
-static GMutex smb_lock;
-/* Made on first use; lives until the process ends (freeing the last
- * context makes the library drop, unfreed, the name of its log file). */
-static SMBCCTX *smb_ctx;	/* protected by smb_lock */
-static HvSource *smb_caller;	/* protected by smb_lock: whose call runs */
+/* Held while contexts are made, opened, closed and freed; and around
+ * every call when the library has no thread support. */
+static GMutex smb_setup;
+/* Never used and never freed: freeing the last context tears the library
+ * down, which leaks the name of its log file and must then be set up
+ * again. */
+static SMBCCTX *smb_anchor;	/* protected by smb_setup */
+static bool smb_parallel;	/* protected by smb_setup: thread support */
 
 bool hv_smb_check(HvProvider *prov, GError **error)
 {
@@ -62,10 +82,11 @@ bool hv_smb_check(HvProvider *prov, GError **error)
 	return true;
 }
 
+/* The library asks a context for credentials: its source's. */
 static void smb_auth(SMBCCTX *c, const char *srv, const char *shr, char *wg,
 		     int wglen, char *un, int unlen, char *pw, int pwlen)
 {
-	HvSource *hs = smb_caller;
+	HvSource *hs = smbc_getOptionUserData(c);
 
 	if (!hs)
 		return;
@@ -77,27 +98,17 @@ static void smb_auth(SMBCCTX *c, const char *srv, const char *shr, char *wg,
 		g_strlcpy(pw, hs->password, (gsize)pwlen);
 }
 
-/* Close the source's file. smb_lock held. */
-static void smb_conn_drop(SmbConn *conn)
+/* A context for @hs (NULL: the anchor), or NULL with errno. smb_setup
+ * held. */
+static SMBCCTX *smb_context_new(HvSource *hs)
 {
-	if (!conn->file)
-		return;
-	smbc_getFunctionClose(smb_ctx)(smb_ctx, conn->file);
-	conn->file = NULL;
-}
-
-/* The process's context. smb_lock held. */
-static SMBCCTX *smb_context(void)
-{
-	SMBCCTX *ctx;
+	SMBCCTX *ctx = smbc_new_context();
 	int errnum;
 
-	if (smb_ctx)
-		return smb_ctx;
-	ctx = smbc_new_context();
 	if (!ctx)
 		return NULL;
 	smbc_setDebug(ctx, 0);
+	smbc_setOptionUserData(ctx, hs);
 	smbc_setFunctionAuthDataWithContext(ctx, smb_auth);
 	smbc_setOptionUseKerberos(ctx, false);
 	smbc_setOptionFallbackAfterKerberos(ctx, true);
@@ -108,8 +119,28 @@ static SMBCCTX *smb_context(void)
 		errno = errnum;
 		return NULL;
 	}
-	smb_ctx = ctx;
 	return ctx;
+}
+
+/* Thread support first, then the anchor. smb_setup held. */
+static bool smb_library(void)
+{
+	if (smb_anchor)
+		return true;
+	smb_parallel = hv_smb_threads_init();
+	smb_anchor = smb_context_new(NULL);
+	return smb_anchor != NULL;
+}
+
+/* Whether reads on separate contexts may run at once. */
+static bool smb_threads_ok(void)
+{
+	bool ok;
+
+	g_mutex_lock(&smb_setup);
+	ok = smb_library() && smb_parallel;
+	g_mutex_unlock(&smb_setup);
+	return ok;
 }
 
 static bool smb_errno(GError **error, int errnum, const char *what,
@@ -126,84 +157,198 @@ static bool smb_errno(GError **error, int errnum, const char *what,
 	return false;
 }
 
-/* Open the source's file. smb_lock held. */
+/* Close @conn's file and free its context. */
+static void smb_conn_close(SmbConn *conn)
+{
+	if (!conn->ctx)
+		return;
+	g_mutex_lock(&smb_setup);
+	if (conn->file)
+		smbc_getFunctionClose(conn->ctx)(conn->ctx, conn->file);
+	smbc_free_context(conn->ctx, 1);
+	g_mutex_unlock(&smb_setup);
+	conn->ctx = NULL;
+	conn->file = NULL;
+}
+
+/* Make @conn's context and open the file. */
 static bool smb_conn_open(HvSource *hs, SmbConn *conn, GError **error)
 {
-	SMBCCTX *ctx = smb_context();
+	int errnum = 0;
 
-	if (!ctx)
-		return smb_errno(error, errno, "client for", hs->url);
-	smb_caller = hs;
-	conn->file = smbc_getFunctionOpen(ctx)(ctx, hs->url, O_RDONLY, 0);
-	smb_caller = NULL;
-	if (!conn->file)
-		return smb_errno(error, errno, "open", hs->url);
 	conn->pos = 0;
+	g_mutex_lock(&smb_setup);
+	if (smb_library())
+		conn->ctx = smb_context_new(hs);
+	if (conn->ctx)
+		conn->file = smbc_getFunctionOpen(conn->ctx)(
+			conn->ctx, hs->url, O_RDONLY, 0);
+	if (!conn->file)
+		errnum = errno;
+	g_mutex_unlock(&smb_setup);
+	if (!conn->file) {
+		smb_conn_close(conn);
+		return smb_errno(error, errnum, "open", hs->url);
+	}
 	return true;
 }
 
-static bool smb_conn_read(HvSource *hs, SmbConn *conn, void *buf, gsize len,
-			  guint64 off, GError **error)
+/* Read on an open @conn; false with errno. */
+static bool smb_conn_read(SmbConn *conn, guint8 *p, gsize len, guint64 off)
 {
-	guint8 *p = buf;
+	SMBCCTX *ctx = conn->ctx;
 
-	if (!conn->file && !smb_conn_open(hs, conn, error))
-		return false;
 	if (conn->pos != off &&
-	    smbc_getFunctionLseek(smb_ctx)(smb_ctx, conn->file, (off_t)off,
-					   SEEK_SET) < 0)
-		goto failed;
+	    smbc_getFunctionLseek(ctx)(ctx, conn->file, (off_t)off,
+				       SEEK_SET) < 0)
+		return false;
 	conn->pos = off;
 	while (len) {
-		ssize_t n = smbc_getFunctionRead(smb_ctx)(
-			smb_ctx, conn->file, p, MIN(len, SMB_READ_MAX));
+		ssize_t n = smbc_getFunctionRead(ctx)(ctx, conn->file, p,
+						      MIN(len, SMB_READ_MAX));
 
-		if (n < 0)
-			goto failed;
-		if (n == 0) {
-			errno = EIO;	/* the file is shorter than it said */
-			goto failed;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;	/* shorter than it said */
+			conn->pos = G_MAXUINT64;
+			return false;
 		}
 		p += n;
 		len -= (gsize)n;
 		conn->pos += (guint64)n;
 	}
 	return true;
-failed:
-	{
-		int errnum = errno;
+}
 
-		smb_conn_drop(conn);
-		return smb_errno(error, errnum, "read", hs->url);
+/* A read that fails is tried once more on a new connection. */
+static bool smb_read(HvSource *hs, SmbConn *conn, void *buf, gsize len,
+		     guint64 off, GError **error)
+{
+	int errnum;
+	bool ok;
+
+	for (int attempt = 0;; attempt++) {
+		if (!conn->ctx && !smb_conn_open(hs, conn, error))
+			return false;
+		if (!hs->parallel)
+			g_mutex_lock(&smb_setup);
+		ok = smb_conn_read(conn, buf, len, off);
+		errnum = errno;
+		if (!hs->parallel)
+			g_mutex_unlock(&smb_setup);
+		if (ok)
+			return true;
+		smb_conn_close(conn);
+		if (attempt > 0)
+			return smb_errno(error, errnum, "read", hs->url);
+		g_debug("hyperv: SMB read failed (%s), connecting again",
+			g_strerror(errnum));
 	}
+}
+
+/* An idle connection, a new one (not open yet) if none is idle and the
+ * pool may grow; else wait. NULL once the source is shut. */
+static SmbConn *smb_take(HvSource *hs, GError **error)
+{
+	SmbConn *conn = NULL;
+
+	g_mutex_lock(&hs->lock);
+	while (!hs->shut && !hs->idle->len && hs->conns >= hs->max_conns)
+		g_cond_wait(&hs->cond, &hs->lock);
+	if (hs->shut) {
+		/* nothing */
+	} else if (hs->idle->len) {
+		conn = g_ptr_array_steal_index_fast(hs->idle,
+						    hs->idle->len - 1);
+	} else {
+		conn = g_new0(SmbConn, 1);
+		hs->conns++;
+	}
+	g_mutex_unlock(&hs->lock);
+	if (!conn)
+		g_set_error(error, CFS_ERROR, EIO, "the export was released");
+	return conn;
+}
+
+/* Give @conn back; one that is not open, or of a source that was shut,
+ * is closed and freed. */
+static void smb_give(HvSource *hs, SmbConn *conn)
+{
+	bool keep;
+
+	g_mutex_lock(&hs->lock);
+	keep = conn->ctx && !hs->shut;
+	if (keep)
+		g_ptr_array_add(hs->idle, conn);
+	g_mutex_unlock(&hs->lock);
+	if (keep) {
+		g_cond_broadcast(&hs->cond);
+		return;
+	}
+	smb_conn_close(conn);
+	g_free(conn);
+	g_mutex_lock(&hs->lock);
+	hs->conns--;
+	g_cond_broadcast(&hs->cond);
+	g_mutex_unlock(&hs->lock);
+}
+
+static bool local_pread(HvSource *hs, void *buf, gsize len, guint64 off,
+			GError **error)
+{
+	bool ok = false;
+
+	g_mutex_lock(&hs->lock);
+	if (!hs->shut)
+		hs->readers++;
+	else
+		g_set_error(error, CFS_ERROR, EIO, "the export was released");
+	g_mutex_unlock(&hs->lock);
+	if (error && *error)
+		return false;
+	ok = cfs_pread_all(hs->fd, buf, len, off, error);
+	g_mutex_lock(&hs->lock);
+	hs->readers--;
+	g_cond_broadcast(&hs->cond);
+	g_mutex_unlock(&hs->lock);
+	return ok;
 }
 
 static bool hv_source_pread(CfsSource *src, void *buf, gsize len,
 			    guint64 off, GError **error)
 {
 	HvSource *hs = src->priv;
+	SmbConn *conn;
 	bool ok;
 
-	if (g_atomic_int_get(&hs->shut)) {
-		g_set_error(error, CFS_ERROR, EIO, "the export was released");
-		return false;
-	}
 	if (hs->fd >= 0)
-		return cfs_pread_all(hs->fd, buf, len, off, error);
-	g_mutex_lock(&smb_lock);
-	ok = smb_conn_read(hs, &hs->conn, buf, len, off, error);
-	g_mutex_unlock(&smb_lock);
+		return local_pread(hs, buf, len, off, error);
+	conn = smb_take(hs, error);
+	if (!conn)
+		return false;
+	ok = smb_read(hs, conn, buf, len, off, error);
+	smb_give(hs, conn);
 	return ok;
 }
 
 void hv_source_shut(CfsSource *src)
 {
 	HvSource *hs = src->priv;
+	g_autoptr(GPtrArray) idle = NULL;
 
-	g_atomic_int_set(&hs->shut, 1);
-	g_mutex_lock(&smb_lock);
-	smb_conn_drop(&hs->conn);
-	g_mutex_unlock(&smb_lock);
+	g_mutex_lock(&hs->lock);
+	hs->shut = true;
+	g_cond_broadcast(&hs->cond);
+	while (hs->readers || hs->conns > hs->idle->len)
+		g_cond_wait(&hs->cond, &hs->lock);
+	idle = g_steal_pointer(&hs->idle);
+	hs->idle = g_ptr_array_new();
+	hs->conns = 0;
+	g_mutex_unlock(&hs->lock);
+	for (guint i = 0; i < idle->len; i++) {
+		smb_conn_close(idle->pdata[i]);
+		g_free(idle->pdata[i]);
+	}
 	if (hs->fd >= 0) {
 		close(hs->fd);
 		hs->fd = -1;
@@ -217,6 +362,9 @@ static void hv_source_free(CfsSource *src)
 	if (!hs)
 		return;
 	hv_source_shut(src);
+	g_ptr_array_unref(hs->idle);
+	g_mutex_clear(&hs->lock);
+	g_cond_clear(&hs->cond);
 	g_free(hs->url);
 	g_free(hs->domain);
 	g_free(hs->user);
@@ -246,23 +394,32 @@ static char *smb_file_url(const char *base, const char *rel)
 	return g_string_free(url, false);
 }
 
+/* Size and time of the file, from the pool's first connection (which
+ * stays open for the reads). */
 static bool smb_stat(HvSource *hs, guint64 *size, gint64 *mtime,
 		     GError **error)
 {
-	SmbConn *conn = &hs->conn;
+	SmbConn *conn = smb_take(hs, error);
 	struct stat st;
-	bool ok = true;
+	bool ok;
 
-	g_mutex_lock(&smb_lock);
-	if (!smb_conn_open(hs, conn, error))
-		ok = false;
-	else if (smbc_getFunctionFstat(smb_ctx)(smb_ctx, conn->file, &st) < 0)
-		ok = smb_errno(error, errno, "stat", hs->url);
-	g_mutex_unlock(&smb_lock);
+	if (!conn)
+		return false;
+	ok = smb_conn_open(hs, conn, error);
+	if (ok) {
+		g_mutex_lock(&smb_setup);
+		if (smbc_getFunctionFstat(conn->ctx)(conn->ctx, conn->file,
+						     &st) < 0)
+			ok = smb_errno(error, errno, "stat", hs->url);
+		g_mutex_unlock(&smb_setup);
+	}
 	if (ok) {
 		*size = (guint64)st.st_size;
 		*mtime = (gint64)st.st_mtime;
+	} else {
+		smb_conn_close(conn);
 	}
+	smb_give(hs, conn);
 	return ok;
 }
 
@@ -299,6 +456,9 @@ CfsSource *hv_source_open(HvProvider *prov, const char *rel, GError **error)
 
 	cfs_assert_may_block();
 	hs->fd = -1;
+	g_mutex_init(&hs->lock);
+	g_cond_init(&hs->cond);
+	hs->idle = g_ptr_array_new();
 	if (prov->export_mount) {
 		ok = local_open(prov, hs, rel, &size, &mtime, error);
 	} else {
@@ -308,6 +468,8 @@ CfsSource *hv_source_open(HvProvider *prov, const char *rel, GError **error)
 				   NULL;
 		hs->user = g_strdup(sep ? sep + 1 : prov->smb_user);
 		hs->password = cfs_secret_dup(prov->smb_password);
+		hs->parallel = smb_threads_ok();
+		hs->max_conns = hs->parallel ? prov->smb_connections : 1;
 		ok = smb_stat(hs, &size, &mtime, error);
 	}
 	if (ok && (size == 0 || size > HV_DISK_MAX + (1ULL << 30))) {

@@ -14,6 +14,7 @@ same HyperV object:
     .faults(**switches) .stats() .state() .reset()
     .winrm(script, transport="ntlm"|"basic", ...) -> (stdout, stderr, code)
     .smbclient(command) -> CompletedProcess
+    .smb_sessions() -> number of SMB connections smbd has open
 """
 
 import base64
@@ -322,6 +323,12 @@ class HyperV:
                                password or self.smb_password),
              "-m", "SMB3", "-c", command],
             capture_output=True, text=True, timeout=60, cwd=cwd)
+
+    def smb_sessions(self):
+        r = subprocess.run(["smbstatus", "-s", self.smbd.conf, "-b"],
+                           capture_output=True, text=True, timeout=30)
+        return sum(1 for line in r.stdout.splitlines()
+                   if line.split()[1:2] == [self.smb_user])
 
     def stop(self):
         if self.smbd is not None:

@@ -192,6 +192,54 @@ def test_copy_over_smb(hv, mount, tmp_path):
     assert hv.password not in log and hv.smb_password not in log
 
 
+BULK_DISK = "C:\\VMs\\bulk01\\bulk01.vhdx"
+
+
+def test_parallel_smb_reads(hv, mount, tmp_path):
+    """The engine's I/O threads read one exported file at once over their
+    own SMB connections (at most smb_connections); the copy is byte for
+    byte the exported file, and with smb_connections = 1 too."""
+    size = 48 * MiB
+    raws = dict(RAWS)
+    raws[BULK_DISK] = sparse_raw(size, [(0, 40 * MiB), (44 * MiB, MiB)], 5)
+    inv = json.loads(json.dumps(INVENTORY))
+    inv["vms"].append({"Name": "bulk01", "State": "Off", "HardDrives": [
+        {"ControllerType": "SCSI", "Path": BULK_DISK}]})
+    hv.seed(inv, raws)
+    for conns in (3, 1):
+        m = mount(config_text=hv_config(hv, tmp_path, extra="smb_connections"
+                                        " = %d\n" % conns),
+                  name="conns%d" % conns)
+        disk = m.path / "hyperv" / "bulk01" / "disk.vhdx"
+        fd = os.open(disk, os.O_RDONLY)
+        try:
+            dst, _ = copy_and_check(hv, m, tmp_path, "bulk01", "disk.vhdx",
+                                    raws[BULK_DISK], "bulk01.vhdx")
+            # the connections stay open with the export
+            sessions = hv.smb_sessions()
+            exported = exported_file(hv, "bulk01", "bulk01.vhdx")
+            with open(exported, "rb") as f:
+                assert dst.read_bytes() == f.read()
+        finally:
+            os.close(fd)
+        if conns == 1:
+            assert sessions == 1
+        else:
+            assert 2 <= sessions <= conns, sessions
+        m.unmount()
+        wait_until(lambda: hv.smb_sessions() == 0, 10, what="SMB logoffs")
+        assert "thread support" not in m.log_text()
+
+
+def test_smb_connections_is_checked(hv, cloudfs_bin, tmp_path):
+    from test_core import expect_refusal
+    config = tmp_path / "hv.conf"
+    config.write_text(hv_config(hv, tmp_path, extra="smb_connections = 0\n"))
+    err = expect_refusal(cloudfs_bin, tmp_path / "mnt", "-o",
+                         "config=%s,cache_dir=%s" % (config, tmp_path / "c"))
+    assert "smb_connections" in err, err
+
+
 def test_progress_reports_export_percent(hv, mount, tmp_path):
     hv.faults(export_seconds=2.0)
     m = mount(config_text=hv_config(hv, tmp_path))
