@@ -4,6 +4,9 @@
  * script, then Get-VHD for the drives' files and, round by round, for
  * the parents of differencing disks. Each VM becomes a folder with its
  * disks in controller order (disk.vhdx, disk1.vhdx, …) and info.json.
+ * A VM's CreationTime is selected as a round-trip UTC string, which
+ * ConvertTo-Json writes alike in Windows PowerShell 5.1 (which writes a
+ * DateTime as "\/Date(ms)\/") and PowerShell 7 (ISO 8601).
  * Control pool.
  */
 #include <string.h>
@@ -16,13 +19,16 @@
 #define PARENT_ROUNDS 8		/* differencing chains deeper are cut */
 #define SCRIPT_PATHS_MAX 2000	/* bytes of quoted paths per Get-VHD */
 #define VMS_MAX 10000
+#define TIME_MAX 40		/* "2023-11-14T22:13:20.1234567Z" */
 
 static const char inventory_script[] =
 	"$ProgressPreference = 'SilentlyContinue'\n"
 	"$ErrorActionPreference = 'Stop'\n"
 	"Write-Output '#vms'\n"
 	"Get-VM | Select-Object Name,Id,State,Generation,MemoryStartup,"
-	"ProcessorCount | ConvertTo-Json -Compress\n"
+	"ProcessorCount,@{n='Created';"
+	"e={$_.CreationTime.ToUniversalTime().ToString('o')}} | "
+	"ConvertTo-Json -Compress\n"
 	"Write-Output '#drives'\n"
 	"Get-VMHardDiskDrive -VMName * | Select-Object VMName,VMId,"
 	"ControllerType,ControllerNumber,ControllerLocation,Path | "
@@ -140,6 +146,20 @@ static bool hv_same_id(const char *a, const char *b)
 					      ' ') : NULL;
 
 	return x && y && g_str_equal(g_strstrip(x), g_strstrip(y));
+}
+
+/* Seconds since the epoch of a VM's "Created" (2023-11-14T22:13:20.1234567Z),
+ * 0 when missing, malformed, out of range or before 1980 (a DateTime that
+ * was never set). */
+static gint64 vm_created(json_object *vmj)
+{
+	const char *t = hv_json_str(vmj, "Created");
+	gint64 secs;
+
+	if (!t || strlen(t) > TIME_MAX || !g_str_has_suffix(t, "Z"))
+		return 0;
+	secs = cfs_parse_iso8601(t);
+	return secs >= 315532800 ? secs : 0;
 }
 
 static const char *vm_state_name(gint64 state)
@@ -302,6 +322,7 @@ static CfsVm *vm_make(HvProvider *prov, json_object *vmj, GPtrArray *drives,
 	json_object *jdisks = json_object_new_array();
 	json_object *jsnaps = json_object_new_array();
 	gint64 state = hv_json_int(vmj, "State", 0);
+	gint64 created = vm_created(vmj);
 	CfsVm *vm;
 	guint n = 0;
 
@@ -314,10 +335,19 @@ static CfsVm *vm_make(HvProvider *prov, json_object *vmj, GPtrArray *drives,
 	}
 	g_hash_table_add(names, g_strdup(folder));
 	vm = cfs_vm_new(folder);
+	vm->mtime = created;
 	json_add_str(o, "provider", "hyperv");
 	json_add_str(o, "name", vname);
 	json_add_str(o, "id", id);
 	json_add_str(o, "state", vm_state_name(state));
+	if (created) {
+		g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(created);
+		g_autofree char *iso = g_date_time_format_iso8601(dt);
+
+		json_add_str(o, "created", iso);
+	} else {
+		json_add_str(o, "created", NULL);
+	}
 	json_add_int(o, "generation", hv_json_int(vmj, "Generation", 0));
 	json_add_int(o, "memory_startup", hv_json_int(vmj, "MemoryStartup", 0));
 	json_add_int(o, "processor_count",

@@ -11,8 +11,8 @@ import time
 
 from hyperv_host import ExportJob, win_norm
 from hyperv_ps import (CONTROLLER, SNAPSHOT_TYPE, VHD_FORMAT, VHD_TYPE,
-                       VM_STATE, PSDate, PSEnum, PSError, PSObj, Unsupported,
-                       as_text, parse, to_json)
+                       VM_STATE, CalcProp, PSDate, PSEnum, PSError, PSObj,
+                       Unsupported, as_text, parse, to_json)
 
 HV = "Microsoft.HyperV.PowerShell.Commands."
 
@@ -73,6 +73,16 @@ class Cmdlet:
                               "ParameterBindingException",
                               "CannotConvertArgument")
         return params
+
+
+def _prop_name(prop):
+    return prop.name if isinstance(prop, CalcProp) else prop
+
+
+def _prop_value(prop, obj):
+    if isinstance(prop, CalcProp):
+        return prop.value(obj)
+    return obj.get(prop) if isinstance(obj, dict) else None
 
 
 def _list(value):
@@ -207,7 +217,8 @@ class Process:
             "ComputerName": self.host.computer,
             "Path": "C:\\ProgramData\\Microsoft\\Windows\\Hyper-V",
             "ParentSnapshotName": vm["snapshots"][-1]["name"]
-            if vm["snapshots"] else None},
+            if vm["snapshots"] else None,
+            "CreationTime": PSDate(vm["created"])},
             "VirtualMachine (Name = '%s') [Id = '%s']" % (vm["name"], vm["id"]))
 
     def _drive_obj(self, vm, d):
@@ -678,10 +689,12 @@ class Process:
         if "Property" not in p:
             return items
         props = _list(p["Property"])
-        if any(any(ch in k for ch in "*?@{}") for k in props):
-            raise Unsupported("Select-Object takes plain property names only")
-        return [PSObj({k: (o.get(k) if isinstance(o, dict) else None)
-                       for k in props}, "@{...}") for o in items]
+        if any(not isinstance(k, CalcProp) and
+               any(ch in k for ch in "*?@{}") for k in props):
+            raise Unsupported("Select-Object takes property names and "
+                              "calculated properties only")
+        return [PSObj({_prop_name(k): _prop_value(k, o) for k in props},
+                      "@{...}") for o in items]
 
     def convert_json(self, p, data):
         items = list(data or [])

@@ -194,7 +194,8 @@ class Host:
               "generation": int(v.get("Generation", 2)),
               "memory": int(v.get("MemoryStartup", 1 << 30)),
               "cpus": int(v.get("ProcessorCount", 1)), "drives": [],
-              "snapshots": []}
+              "snapshots": [],
+              "created": float(v.get("CreationTime", time.time() - 86400))}
         if vm["state"] not in VM_STATE:
             raise ValueError("State %r" % vm["state"])
         for i, d in enumerate(v.get("HardDrives", [])):

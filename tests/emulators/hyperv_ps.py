@@ -35,12 +35,73 @@ class PSEnum(int):
         return obj
 
 
+# The host's time zone: local DateTimes (a VM's CreationTime) are UTC+01:00.
+HOST_UTC_OFFSET = 3600
+
+
 class PSDate:
-    def __init__(self, epoch):
+    """A System.DateTime: an instant and its Kind (Local or Utc)."""
+
+    def __init__(self, epoch, utc=False):
         self.epoch = epoch
+        self.utc = utc
+
+    def _shown(self):
+        return self.epoch if self.utc else self.epoch + HOST_UTC_OFFSET
 
     def text(self):
-        return time.strftime("%-m/%-d/%Y %-I:%M:%S %p", time.gmtime(self.epoch))
+        return time.strftime("%-m/%-d/%Y %-I:%M:%S %p",
+                             time.gmtime(self._shown()))
+
+    def round_trip(self):
+        """ToString('o'): 7 fraction digits, then Z or the offset."""
+        shown = self._shown()
+        ticks = int(round((shown - int(shown)) * 10 ** 7)) % 10 ** 7
+        zone = "Z" if self.utc else "%+03d:%02d" % (
+            HOST_UTC_OFFSET // 3600, HOST_UTC_OFFSET % 3600 // 60)
+        return "%s.%07d%s" % (time.strftime(
+            "%Y-%m-%dT%H:%M:%S", time.gmtime(int(shown))), ticks, zone)
+
+
+# A calculated property of Select-Object, as far as the fake goes:
+# @{n='Name';e={$_.Property.Method()...}} with the methods below.
+CALC = re.compile(r"""@\{\s*(?:n|name|l|label)\s*=\s*'(?P<name>[A-Za-z]\w*)'
+    \s*;\s*(?:e|expression)\s*=\s*\{\s*\$_\.(?P<prop>[A-Za-z]\w*)
+    (?P<calls>(?:\.[A-Za-z]+\((?:'[^']*')?\))*)\s*\}\s*\}$""",
+                  re.X | re.I)
+CALL = re.compile(r"\.([A-Za-z]+)\((?:'([^']*)')?\)")
+
+
+class CalcProp:
+    """@{n='X';e={$_.P.ToUniversalTime().ToString('o')}}"""
+
+    def __init__(self, text):
+        m = CALC.match(text)
+        if not m:
+            raise Unsupported("unsupported calculated property %r" % text)
+        self.name = m.group("name")
+        self.prop = m.group("prop")
+        self.calls = CALL.findall(m.group("calls"))
+
+    def value(self, obj):
+        v = obj.get(self.prop) if isinstance(obj, dict) else None
+        for method, arg in self.calls:
+            method = method.lower()
+            if v is None:
+                raise PSError("You cannot call a method on a null-valued "
+                              "expression.", "InvalidOperation", "",
+                              "RuntimeException", "InvokeMethodOnNull")
+            if isinstance(v, PSDate) and method == "touniversaltime":
+                v = PSDate(v.epoch, utc=True)
+            elif isinstance(v, PSDate) and method == "tostring" and \
+                    arg == "o":
+                v = v.round_trip()
+            elif method == "tostring" and not arg:
+                v = as_text(v)
+            else:
+                raise Unsupported("unsupported method .%s(%s)"
+                                  % (method, arg))
+        return v
 
 
 class PSObj(dict):
@@ -220,6 +281,7 @@ TOKEN = re.compile(r"""
     (?P<ws>[ \t]+)
   | (?P<comment>\#[^\n]*)
   | (?P<sep>[;\n]|\r\n)
+  | (?P<calc>@\{[^{}]*\{[^{}]*\}\s*\})
   | (?P<pipe>\|)
   | (?P<comma>,)
   | (?P<sq>'(?:[^']|'')*')
@@ -250,6 +312,8 @@ def tokenize(script):
             tokens.append(("str", text[1:-1]))
         elif kind == "sep":
             tokens.append(("sep", ";"))
+        elif kind == "calc":
+            tokens.append(("calc", CalcProp(text)))
         else:
             tokens.append((kind, text))
     return tokens
@@ -272,8 +336,16 @@ def parse(script):
     return statements
 
 
+def _token_text(tok):
+    if tok[0] == "str":
+        return "'%s'" % tok[1]
+    if tok[0] == "calc":
+        return "@{...}"
+    return tok[1]
+
+
 def _statement(tokens):
-    text = " ".join(t[1] if t[0] != "str" else "'%s'" % t[1] for t in tokens)
+    text = " ".join(_token_text(t) for t in tokens)
     if tokens[0][0] == "var":
         if len(tokens) != 3 or tokens[1][0] != "eq" or tokens[2][0] != "str":
             raise Unsupported("unsupported assignment %r" % text)
@@ -306,12 +378,12 @@ def _command(tokens, text):
                          else flag.lower() == "$true"))
             i += 1
             continue
-        if kind not in ("str", "word"):
+        if kind not in ("str", "word", "calc"):
             raise Unsupported("unsupported token %r in %r" % (value, text))
         values = [value]
         i += 1
         while i + 1 < len(tokens) and tokens[i][0] == "comma" and \
-                tokens[i + 1][0] in ("str", "word"):
+                tokens[i + 1][0] in ("str", "word", "calc"):
             values.append(tokens[i + 1][1])
             i += 2
         if i < len(tokens) and tokens[i][0] == "comma":

@@ -147,6 +147,11 @@ Cmdlets (parameter names case-insensitive, positional where shown):
   Test-Path [-Path] p    True/False; outside export roots True only for
       seeded disk paths.
   Select-Object [-Property] a,b,c | -ExpandProperty a | -First n
+      A property may be calculated: @{n='Name';e={$_.Prop.M()...}} with
+      the methods ToUniversalTime() and ToString('o') of a DateTime and
+      ToString(); anything else is unsupported.  DateTimes are Local
+      (the host is at UTC+01:00) until ToUniversalTime(); ToString('o')
+      gives 2023-11-14T22:13:20.2500000Z or ...+01:00.
   ConvertTo-Json [-Compress] [-Depth n]  (no -AsArray: Windows PowerShell
       5.1).  One object gives an object, several an array, none nothing.
       As in 5.1: enums are numbers, dates "\\/Date(ms)\\/", ' < > & are
@@ -159,7 +164,7 @@ ConvertTo-Json or -ExpandProperty) is an error: the fake draws no tables.
 Objects (property order as listed):
   VM: Name, Id, VMId, VMName, State (Running 2, Off 3, Saved 6, Paused 9,
       ...), Status, Generation, MemoryStartup, ProcessorCount,
-      ComputerName, Path, ParentSnapshotName
+      ComputerName, Path, ParentSnapshotName, CreationTime
   HardDiskDrive: VMName, VMId, Name, ControllerType (IDE 0, SCSI 1),
       ControllerNumber, ControllerLocation, Path, DiskNumber, ComputerName
   VHD: ComputerName, Path, VhdFormat (VHDX 3), VhdType (Fixed 2, Dynamic 3,
@@ -179,6 +184,7 @@ Seed (--seed or PUT /_control/seed)
              "Raw": "/host/web01.raw"}],
    "vms": [{"Name": "web01", "Id": "<guid>", "State": "Running",
             "Generation": 2, "MemoryStartup": n, "ProcessorCount": 2,
+            "CreationTime": <epoch seconds, default a day before seeding>,
             "HardDrives": [{"ControllerType": "SCSI", "ControllerNumber": 0,
                             "ControllerLocation": 0, "Path": "C:\\\\..."}],
             "Checkpoints": [{"Name": "nightly"}]}]}

@@ -10,6 +10,7 @@ import os
 import random
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -21,6 +22,7 @@ DB_DISK = "C:\\VMs\\db01\\db01.vhdx"
 DB_DATA = "C:\\VMs\\db01\\data.vhdx"
 DB_DATA_DIFF = "C:\\VMs\\db01\\data_8E3A.avhdx"
 WEB_ID = "6f1c2b7e-52a7-4a57-9a39-0d0c9a6a1f01"
+WEB_CREATED = 1700000000.25     # 2023-11-14T22:13:20.25Z
 
 
 def sparse_raw(size, extents, seed):
@@ -43,6 +45,7 @@ INVENTORY = {
     "vms": [
         {"Name": "web01", "Id": WEB_ID, "State": "Running", "Generation": 2,
          "MemoryStartup": 2 * 1024 ** 3, "ProcessorCount": 2,
+         "CreationTime": WEB_CREATED,
          "HardDrives": [{"ControllerType": "SCSI", "ControllerNumber": 0,
                          "ControllerLocation": 0, "Path": WEB_DISK}]},
         {"Name": "db01", "State": "Off", "Generation": 1,
@@ -136,9 +139,23 @@ def test_tree_and_info_json(hv, mount, tmp_path):
     assert data["export_name"] == "data.vhdx"
     text = (root / "web01" / "info.json").read_text()
     assert hv.password not in text and hv.smb_password not in text
+    assert info["created"] == "2023-11-14T22:13:20Z"
     stats = hv.stats()
     assert "Export-VM" not in stats["cmdlets"]
     assert "Checkpoint-VM" not in stats["cmdlets"]
+
+
+def test_vm_creation_time(hv, mount, tmp_path):
+    """Get-VM's CreationTime dates a VM's folder and files (db01's is a
+    day ago, the fake's default); the provider folder has the mount's."""
+    m = mount(config_text=hv_config(hv, tmp_path))
+    root = m.path / "hyperv"
+    web = root / "web01"
+    for path in (web, web / "info.json", web / "disk.vhdx"):
+        assert path.stat().st_mtime == int(WEB_CREATED), path
+    day_ago = time.time() - 86400
+    assert abs((root / "db01").stat().st_mtime - day_ago) < 120
+    assert root.stat().st_mtime > day_ago + 3600
 
 
 # --- copies -----------------------------------------------------------------

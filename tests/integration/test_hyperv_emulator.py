@@ -40,7 +40,7 @@ INVENTORY = {
     "vms": [
         {"Name": "web01", "Id": "6f1c2b7e-52a7-4a57-9a39-0d0c9a6a1f01",
          "State": "Running", "Generation": 2, "MemoryStartup": 2 * 1024 ** 3,
-         "ProcessorCount": 2,
+         "ProcessorCount": 2, "CreationTime": 1700000000.25,
          "HardDrives": [{"ControllerType": "SCSI", "ControllerNumber": 0,
                          "ControllerLocation": 0, "Path": WEB_DISK}]},
         {"Name": "db01", "State": "Off", "Generation": 1,
@@ -62,6 +62,24 @@ def clixml_errors(stderr):
     assert text.startswith("#< CLIXML\r\n"), text[:200]
     return [re.sub(r"_x000D__x000A_", "\n", m)
             for m in re.findall(r'<S S="Error">(.*?)</S>', text)]
+
+
+def test_creation_time_as_5_1_writes_it(hv):
+    """A DateTime goes out as Windows PowerShell 5.1 writes it, or as the
+    round-trip string a calculated property makes of it."""
+    out, err, code = hv.winrm(
+        "Get-VM -Name web01 | Select-Object Name,CreationTime,"
+        "@{n='Created';e={$_.CreationTime.ToUniversalTime().ToString('o')}},"
+        "@{n='Local';e={$_.CreationTime.ToString('o')}} | "
+        "ConvertTo-Json -Compress")
+    assert code == 0, err
+    assert b'"CreationTime":"\\/Date(1700000000250)\\/"' in out, out
+    vm = json.loads(out)
+    assert vm["Created"] == "2023-11-14T22:13:20.2500000Z"
+    assert vm["Local"] == "2023-11-14T23:13:20.2500000+01:00"
+    out, err, code = hv.winrm(
+        "Get-VM | Select-Object @{n='X';e={$_.Name.Length}} | ConvertTo-Json")
+    assert code != 0
 
 
 def test_get_vm_json_basic_and_ntlm(hv):
