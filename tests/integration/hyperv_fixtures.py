@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """The Hyper-V emulator for the integration tests: tests/emulators/
 winrm_fake.py (WinRM over HTTPS with a self-signed certificate) and a
-private smbd sharing the export folder as //127.0.0.1:<port>/cloudfs-exports.
+private smbd sharing the export folder as //127.0.0.1:<port>/cloudfs-exports
+(HyperV(base, smbd=False): none; read the export folder as export_mount).
+tools/bench and tests/emulators/hyperv_launcher.py use HyperV too.
 
     from hyperv_fixtures import hyperv, hyperv_session   # noqa: F401
 
@@ -15,6 +17,9 @@ same HyperV object:
     .winrm(script, transport="ntlm"|"basic", ...) -> (stdout, stderr, code)
     .smbclient(command) -> CompletedProcess
     .smb_sessions() -> number of SMB connections smbd has open
+
+hyperv_config(hv, folder, ...) writes the password files into folder and
+gives a [hyperv] section for the emulator (over SMB, or export_mount).
 """
 
 import base64
@@ -196,7 +201,7 @@ class HyperV:
     """winrm_fake.py plus a private smbd; see the module docstring."""
 
     def __init__(self, base, username="Administrator",
-                 password="Hyper-V p4ss!", computer="HYPERV01"):
+                 password="Hyper-V p4ss!", computer="HYPERV01", smbd=True):
         self.base = Path(base)
         self.username, self.password = username, password
         self.computer = computer
@@ -244,8 +249,15 @@ class HyperV:
         self.wsman_url = "https://127.0.0.1:%d/wsman" % self.port
         self.smb_user = SMB_USER
         self.smb_password = "smb-" + password
-        self.smbd = PrivateSmbd(str(self.base / "smbd"), self.export_dir,
-                                SMB_USER, self.smb_password)
+        self.smb_port = self.smb_url = None
+        if not smbd:
+            return
+        try:
+            self.smbd = PrivateSmbd(str(self.base / "smbd"), self.export_dir,
+                                    SMB_USER, self.smb_password)
+        except Exception:
+            self.stop()
+            raise
         self.smb_port = self.smbd.port
         self.smb_url = "smb://127.0.0.1:%d/cloudfs-exports" % self.smb_port
 
@@ -342,6 +354,28 @@ class HyperV:
                 self.proc.wait()
         self.proc.stdout.close()
         self.log.close()
+
+
+def hyperv_config(hv, folder, auth="ntlm", password=None, smb_password=None,
+                  export_mount=None, extra=""):
+    """A [hyperv] section for @hv; the password files go into @folder."""
+    folder = Path(folder)
+    pw = folder / "hv.pass"
+    pw.write_text((password or hv.password) + "\n")
+    pw.chmod(0o600)
+    text = ("[hyperv]\nurl = %s\nusername = %s\npassword_file = %s\n"
+            "auth = %s\nca_file = %s\nexport_path = %s\n"
+            "operation_timeout = 2\n" % (hv.wsman_url, hv.username, pw, auth,
+                                         hv.ca_file, hv.export_root))
+    if export_mount:
+        text += "export_mount = %s\n" % export_mount
+    else:
+        spw = folder / "smb.pass"
+        spw.write_text(smb_password or hv.smb_password)
+        spw.chmod(0o600)
+        text += ("smb_url = %s\nsmb_username = WORKGROUP\\%s\n"
+                 "smb_password_file = %s\n" % (hv.smb_url, hv.smb_user, spw))
+    return text + extra
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import MiB, data_extents, read_range, run_tool, wait_until
 from hyperv_fixtures import hyperv, hyperv_session  # noqa: F401,F811
+from hyperv_fixtures import hyperv_config
 
 WEB_DISK = "C:\\VMs\\web01\\web01.vhdx"
 DB_DISK = "C:\\VMs\\db01\\db01.vhdx"
@@ -64,26 +65,6 @@ def hv(hyperv):
     return hyperv
 
 
-def hv_config(hv, tmp_path, auth="ntlm", password=None, smb_password=None,
-              export_mount=None, extra=""):
-    pw = tmp_path / "hv.pass"
-    pw.write_text((password or hv.password) + "\n")
-    pw.chmod(0o600)
-    text = ("[hyperv]\nurl = %s\nusername = %s\npassword_file = %s\n"
-            "auth = %s\nca_file = %s\nexport_path = %s\n"
-            "operation_timeout = 2\n" % (hv.wsman_url, hv.username, pw, auth,
-                                         hv.ca_file, hv.export_root))
-    if export_mount:
-        text += "export_mount = %s\n" % export_mount
-    else:
-        spw = tmp_path / "smb.pass"
-        spw.write_text(smb_password or hv.smb_password)
-        spw.chmod(0o600)
-        text += ("smb_url = %s\nsmb_username = WORKGROUP\\%s\n"
-                 "smb_password_file = %s\n" % (hv.smb_url, hv.smb_user, spw))
-    return text + extra
-
-
 def qemu_img(*args):
     return subprocess.run(["qemu-img", *map(str, args)], capture_output=True,
                           text=True)
@@ -115,7 +96,7 @@ def assert_clean(hv, checkpoints=1):
 # --- the tree ---------------------------------------------------------------
 
 def test_tree_and_info_json(hv, mount, tmp_path):
-    m = mount(config_text=hv_config(hv, tmp_path))
+    m = mount(config_text=hyperv_config(hv, tmp_path))
     root = m.path / "hyperv"
     assert sorted(os.listdir(root)) == [".progress", "db01", "web01"]
     assert {"disk.vhdx", "info.json"} <= set(os.listdir(root / "web01"))
@@ -148,7 +129,7 @@ def test_tree_and_info_json(hv, mount, tmp_path):
 def test_vm_creation_time(hv, mount, tmp_path):
     """Get-VM's CreationTime dates a VM's folder and files (db01's is a
     day ago, the fake's default); the provider folder has the mount's."""
-    m = mount(config_text=hv_config(hv, tmp_path))
+    m = mount(config_text=hyperv_config(hv, tmp_path))
     root = m.path / "hyperv"
     web = root / "web01"
     for path in (web, web / "info.json", web / "disk.vhdx"):
@@ -180,7 +161,7 @@ def copy_and_check(hv, m, tmp_path, vm, name, raw, leaf):
 
 
 def test_copy_over_smb(hv, mount, tmp_path):
-    m = mount(config_text=hv_config(hv, tmp_path))
+    m = mount(config_text=hyperv_config(hv, tmp_path))
     # keep the export while the file is open, to compare with it
     disk = m.path / "hyperv" / "web01" / "disk.vhdx"
     fd = os.open(disk, os.O_RDONLY)
@@ -224,8 +205,8 @@ def test_parallel_smb_reads(hv, mount, tmp_path):
         {"ControllerType": "SCSI", "Path": BULK_DISK}]})
     hv.seed(inv, raws)
     for conns in (3, 1):
-        m = mount(config_text=hv_config(hv, tmp_path, extra="smb_connections"
-                                        " = %d\n" % conns),
+        extra = "smb_connections = %d\n" % conns
+        m = mount(config_text=hyperv_config(hv, tmp_path, extra=extra),
                   name="conns%d" % conns)
         disk = m.path / "hyperv" / "bulk01" / "disk.vhdx"
         fd = os.open(disk, os.O_RDONLY)
@@ -251,7 +232,8 @@ def test_parallel_smb_reads(hv, mount, tmp_path):
 def test_smb_connections_is_checked(hv, cloudfs_bin, tmp_path):
     from test_core import expect_refusal
     config = tmp_path / "hv.conf"
-    config.write_text(hv_config(hv, tmp_path, extra="smb_connections = 0\n"))
+    config.write_text(hyperv_config(hv, tmp_path,
+                                    extra="smb_connections = 0\n"))
     err = expect_refusal(cloudfs_bin, tmp_path / "mnt", "-o",
                          "config=%s,cache_dir=%s" % (config, tmp_path / "c"))
     assert "smb_connections" in err, err
@@ -259,7 +241,7 @@ def test_smb_connections_is_checked(hv, cloudfs_bin, tmp_path):
 
 def test_progress_reports_export_percent(hv, mount, tmp_path):
     hv.faults(export_seconds=2.0)
-    m = mount(config_text=hv_config(hv, tmp_path))
+    m = mount(config_text=hyperv_config(hv, tmp_path))
     disk = m.path / "hyperv" / "web01" / "disk.vhdx"
     fd = os.open(disk, os.O_RDONLY)
     try:
@@ -280,8 +262,8 @@ def test_progress_reports_export_percent(hv, mount, tmp_path):
 
 
 def test_copy_from_export_mount(hv, mount, tmp_path):
-    m = mount(config_text=hv_config(hv, tmp_path,
-                                    export_mount=hv.export_dir))
+    m = mount(config_text=hyperv_config(hv, tmp_path,
+                                        export_mount=hv.export_dir))
     copy_and_check(hv, m, tmp_path, "web01", "disk.vhdx", RAWS[WEB_DISK],
                    "web01.vhdx")
     m.unmount()
@@ -297,7 +279,7 @@ def test_raw_view_of_vhdx(hv, mount, tmp_path):
     inv["vms"].append({"Name": "big01", "State": "Running", "HardDrives": [
         {"ControllerType": "SCSI", "Path": big}]})
     hv.seed(inv, raws)
-    m = mount(config_text=hv_config(hv, tmp_path),
+    m = mount(config_text=hyperv_config(hv, tmp_path),
               options={"formats": "raw"})
     raw = m.path / "hyperv" / "big01" / "disk.raw"
     dst = tmp_path / "big01.raw"
@@ -323,8 +305,8 @@ def test_raw_view_of_vhdx(hv, mount, tmp_path):
 
 def test_wrong_winrm_password(hv, mount, tmp_path):
     for auth in ("ntlm", "basic"):
-        m = mount(config_text=hv_config(hv, tmp_path, auth=auth,
-                                        password="not-it"), name=auth)
+        m = mount(config_text=hyperv_config(hv, tmp_path, auth=auth,
+                                            password="not-it"), name=auth)
         [line] = m.progress("hyperv")
         assert line["state"] == "failed", line
         assert "401" in line["error"] and "not-it" not in line["error"]
@@ -333,7 +315,8 @@ def test_wrong_winrm_password(hv, mount, tmp_path):
 
 
 def test_wrong_smb_password(hv, mount, tmp_path):
-    m = mount(config_text=hv_config(hv, tmp_path, smb_password="not-it"))
+    m = mount(config_text=hyperv_config(hv, tmp_path,
+                                        smb_password="not-it"))
     disk = m.path / "hyperv" / "web01" / "disk.vhdx"
     with pytest.raises(OSError) as exc:
         read_range(disk, 0, 4096)
@@ -345,7 +328,7 @@ def test_wrong_smb_password(hv, mount, tmp_path):
 
 def test_export_fails(hv, mount, tmp_path):
     hv.faults(fail_export="The disk is full.")
-    m = mount(config_text=hv_config(hv, tmp_path))
+    m = mount(config_text=hyperv_config(hv, tmp_path))
     disk = m.path / "hyperv" / "web01" / "disk.vhdx"
     with pytest.raises(OSError) as exc:
         read_range(disk, 0, 4096)
@@ -359,7 +342,7 @@ def test_export_fails(hv, mount, tmp_path):
 
 def test_receive_timeouts_are_retried(hv, mount, tmp_path):
     hv.faults(receive_timeouts=2)
-    m = mount(config_text=hv_config(hv, tmp_path))
+    m = mount(config_text=hyperv_config(hv, tmp_path))
     info = m.path / "hyperv" / "web01" / "info.json"
     wait_until(info.exists, 30, what="the listing")
     assert hv.stats()["injected"]["receive_timeout"] == 2
@@ -369,7 +352,7 @@ def test_receive_timeouts_are_retried(hv, mount, tmp_path):
 
 
 def test_sweep_removes_stale_leftovers_only(hv, mount, tmp_path):
-    m0 = mount(config_text=hv_config(hv, tmp_path), name="crashed")
+    m0 = mount(config_text=hyperv_config(hv, tmp_path), name="crashed")
     read_range(m0.path / "hyperv" / "web01" / "disk.vhdx", 0, 512)
     found = re.search(r"exported to D:\\cloudfs-exports\\cloudfs-"
                       r"([0-9a-f]+-[0-9a-f]+-\d+-\d+)-web01-disk",
@@ -394,7 +377,8 @@ def test_sweep_removes_stale_leftovers_only(hv, mount, tmp_path):
     subprocess.run(["fusermount3", "-u", "-z", str(m0.path)],
                    capture_output=True)
     assert left_on_host(hv)[0] == 4
-    m1 = mount(config_text=hv_config(hv, tmp_path), cache_dir=m0.cache_dir)
+    m1 = mount(config_text=hyperv_config(hv, tmp_path),
+               cache_dir=m0.cache_dir)
     expected = sorted([foreign + "-web01-disk", "other-folder"])
     wait_until(lambda: sorted(hv.state()["export_folders"]) == expected, 30,
                what="the sweep")
