@@ -116,6 +116,11 @@ int cfs_cache_data_fd(const CfsCache *cache);
 
 /* A reader read [off, off+len): follow sequential readers. Any thread. */
 void cfs_cache_note_read(CfsCache *cache, guint64 off, guint64 len);
+/* A reader asked where the data at @off ends (SEEK_HOLE): it is about to
+ * read [off, off+len) in order, as cp does with each extent of a sparse
+ * file. Prefetch that extent now, as for a sequential reader, instead of
+ * after its first reads. Any thread. */
+void cfs_cache_note_extent(CfsCache *cache, guint64 off, guint64 len);
 /* Open handles on the export went up or down; prefetch stops at zero. */
 void cfs_cache_add_readers(CfsCache *cache, int delta);
 
@@ -139,6 +144,7 @@ typedef struct {
 	guint inflight;		/* chunks being fetched */
 	int readers;
 	guint window;		/* prefetches allowed in flight now */
+	guint64 scanned;	/* chunks the whole-disk fill looked at */
 } CfsCacheStats;
 
 void cfs_cache_stats(CfsCache *cache, CfsCacheStats *stats);

@@ -603,6 +603,19 @@ void cfs_export_release(CfsExport *ex)
 		export_push_job(ex, true);
 }
 
+void cfs_export_note_extent(CfsExport *ex, guint64 off, guint64 len)
+{
+	CfsCache *cache;
+
+	g_mutex_lock(&ex->lock);
+	cache = export_cache_use(ex);
+	g_mutex_unlock(&ex->lock);
+	if (!cache)
+		return;
+	cfs_cache_note_extent(cache, off, len);
+	export_cache_readers(ex, cache, 0);
+}
+
 void cfs_export_count_read(CfsExport *ex, guint64 bytes)
 {
 	__atomic_fetch_add(&ex->read_bytes, bytes, __ATOMIC_RELAXED);
