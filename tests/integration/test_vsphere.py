@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
 """The vsphere provider against the vSphere emulator (tests/emulators/vcsim):
 the tree and info.json, datastore copies of powered-off and running VMs
-checked with qemu-img, NFC leases kept alive, completed and aborted, the
-OVF and OVA, TLS trust (CA file, pinned thumbprint), and clear failures."""
+checked with qemu-img, changed block tracking as the allocation map (holes
+never fetched, lying answers refused), NFC leases kept alive, completed and
+aborted, the OVF and OVA, VM times, TLS trust (CA file, pinned thumbprint),
+and clear failures."""
 
 import json
 import os
