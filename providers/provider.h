@@ -40,11 +40,19 @@ typedef struct CfsProvider CfsProvider;
 typedef struct CfsSource CfsSource;
 typedef struct CfsExportReport CfsExportReport;
 
-/* Shared services a provider may use. Filled before the first list (not
- * yet in create). */
+/* Shared services a provider may use. http and control are filled before
+ * the first list (not yet in create); formats before create. */
 typedef struct {
 	CfsHttp *http;		/* the network thread */
 	CfsControl *control;	/* the control pool and timers */
+	/* The mount's formats= option: a NULL-terminated list of format
+	 * names as it was parsed ("raw", "vhd", "vmdk", "vhdx", "qcow2"),
+	 * never NULL (empty without the option). The engine adds a view of
+	 * each disk in each of these formats unless the provider lists a
+	 * file of that name itself ("disk.vhdx"): a provider that can have
+	 * its cloud write a format natively may do so. Constant while
+	 * mounted. */
+	const char *const *formats;
 } CfsContext;
 
 /* One disk of a VM, as the inventory describes it. */

@@ -185,8 +185,12 @@ def test_attached_disk_and_keep_exports(gcp, mount, tmp_path):
 
 
 def test_raw_view_through_the_vmdk_reader(gcp, mount):
+    """export_formats = vmdk: formats=raw is a view of disk.vmdk's
+    export through the compressed-VMDK reader, not an export of its
+    own."""
     vm = seed_web(gcp)
-    m = mount(config_text=gcp_config(gcp), options={"formats": "raw"})
+    m = mount(config_text=gcp_config(gcp, export_formats="vmdk"),
+              options={"formats": "raw"})
     raw = disk_path(m, name="disk.raw")
     img = vm["disks"][0]["raw"]
     # Unknown until the export ends, then the disk's size.
@@ -196,6 +200,38 @@ def test_raw_view_through_the_vmdk_reader(gcp, mount):
     assert read_range(raw, img.size, 1 * MiB) == bytes(1 * MiB)
     assert read_range(raw, (1 << 30) - 4096, 4096) == bytes(4096)
     assert gcp.calls("cloudbuild.builds.create") == 1, "one export only"
+
+
+def build_formats(gcp):
+    return sorted(a.split("=", 1)[1] for b in gcp.builds().values()
+                  for a in b["steps"][0]["args"] if a.startswith("-format="))
+
+
+def test_formats_are_exported_natively(gcp, mount, tmp_path):
+    """formats=vhdx,raw: Google's export writes those formats, and the
+    provider's files take the names the engine's views would have."""
+    vm = seed_web(gcp, size=2 * MiB)
+    m = mount(config_text=gcp_config(gcp), options={"formats": "vhdx:raw"})
+    web = m.path / "gcp" / ZONE / "web01"
+    assert {"disk.vmdk", "disk.vhdx", "disk.raw", "disk1.vmdk",
+            "disk1.vhdx", "disk1.raw"} <= set(names(web))
+    info = json.loads((web / "info.json").read_text())
+    assert info["disks"][0]["files"] == ["disk.vmdk", "disk.vhdx",
+                                         "disk.raw"]
+
+    dst = tmp_path / "web01.vhdx"
+    run_tool(["cp", web / "disk.vhdx", dst], timeout=90)
+    run_tool(["qemu-img", "check", "-f", "vhdx", dst])
+    qemu_compare(vm["disks"][0]["raw"].path, dst, "vhdx")
+    assert build_formats(gcp) == ["vhdx"], "one export, in vhdx"
+    assert progress_line(m, "gcp/%s/web01/disk.vhdx.progress"
+                         % ZONE)["state"] == "complete"
+
+    # disk.raw is Google's raw export too: a few bytes of it.
+    img = vm["disks"][0]["raw"]
+    assert read_range(web / "disk.raw", 1 * MiB, 64 * 1024) == \
+        img.read(1 * MiB, 64 * 1024)
+    assert build_formats(gcp) == ["raw", "vhdx"]
 
 
 def test_export_formats_from_config(gcp, mount, tmp_path):
