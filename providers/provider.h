@@ -23,6 +23,7 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <glib.h>
 #include <stdbool.h>
 
@@ -148,7 +149,8 @@ typedef struct {
 	 * with the grant they had. Control pool; may block. */
 	bool (*renew)(CfsSource *src, GError **error);
 	/* Optional: check a whole piece once it arrived (checksums). Network
-	 * thread. */
+	 * thread. An error fails the piece (it is fetched again when read);
+	 * an error of code CFS_SOURCE_BAD says the whole source is wrong. */
 	bool (*verify)(CfsSource *src, const CfsSourcePiece *piece,
 		       const void *data, gsize len, GError **error);
 	/* Local sources (files, shares): read @len bytes at @off. Blocks;
@@ -157,6 +159,17 @@ typedef struct {
 		      GError **error);
 	void (*free)(CfsSource *src);
 } CfsSourceOps;
+
+/*
+ * The code (domain CFS_ERROR) of a verify error that condemns the whole
+ * source, not just the piece (a checksum of the whole object that does
+ * not match once every byte is in): the engine fails the export
+ * (state=failed with the message in .progress), drops every chunk of it
+ * from the cache so that no byte of it is served again, gives back what
+ * export_start obtained (export_end), and answers EIO to its readers;
+ * the next open starts a new export.
+ */
+#define CFS_SOURCE_BAD EBADMSG
 
 /* Where the bytes of an export can be read. */
 struct CfsSource {
