@@ -757,6 +757,11 @@ bool cfs_cache_pread(CfsCache *c, void *buf, gsize len, guint64 off,
 	return true;
 }
 
+int cfs_cache_data_fd(const CfsCache *c)
+{
+	return c->data_fd;
+}
+
 /* --- fetchers --- */
 
 bool cfs_cache_write(CfsCache *c, guint64 off, const void *data, gsize len,

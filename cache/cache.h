@@ -110,6 +110,9 @@ void cfs_cache_release(CfsCacheHold *hold);
 /* Read bytes of the disk from chunks the caller holds. */
 bool cfs_cache_pread(CfsCache *cache, void *buf, gsize len, guint64 off,
 		     GError **error);
+/* The data file, to send bytes the caller holds without copying them
+ * through a buffer (splice). Valid while the caller holds a hold. */
+int cfs_cache_data_fd(const CfsCache *cache);
 
 /* A reader read [off, off+len): follow sequential readers. Any thread. */
 void cfs_cache_note_read(CfsCache *cache, guint64 off, guint64 len);

@@ -348,6 +348,7 @@ int main(int argc, char *argv[])
 	CfsHttpConfig http_config;
 	GThread *tuner = NULL;
 	int ret = 1;
+	char max_read[32];
 
 	/* Memory holds secrets: no core dumps, no ptrace by other users. */
 	cfs_process_harden();
@@ -424,6 +425,7 @@ int main(int argc, char *argv[])
 	fs.gid = opts.gid >= 0 ? (gid_t)opts.gid : getgid();
 
 	fs.read_ahead_kb = (guint)(read_ahead / 1024);
+	g_snprintf(max_read, sizeof(max_read), "-omax_read=%u", CFS_MAX_READ);
 	fs.mountpoint = cmd.mountpoint;
 	cfs_tree_init(&fs);
 
@@ -431,6 +433,7 @@ int main(int argc, char *argv[])
 	 * allow_other, other users get only what the modes give them. */
 	fuse_opt_add_arg(&args, "-oro,fsname=cloudfs,subtype=cloudfs,"
 			 "default_permissions");
+	fuse_opt_add_arg(&args, max_read);
 	se = fuse_session_new(&args, &cfs_fuse_ops, sizeof(cfs_fuse_ops), &fs);
 	if (!se)
 		goto out_tree;	/* libfuse said which option it did not know */

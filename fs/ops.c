@@ -324,6 +324,10 @@ static void ops_init(void *userdata, struct fuse_conn_info *conn)
 	/* Direct reads (O_DIRECT, files of unknown size) sent as one
 	 * synchronous request can be interrupted; asynchronous ones cannot. */
 	conn->want &= ~FUSE_CAP_ASYNC_DIO;
+	/* Replies from the cache file are spliced, not copied. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	conn->max_read = CFS_MAX_READ;
 }
 
 /* --- the mount is read-only --- */
