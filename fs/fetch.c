@@ -489,24 +489,20 @@ void cfs_fetch_chunk(gpointer owner, guint64 idx, bool demand)
 {
 	CfsExport *ex = owner;
 	CfsSource *src = ex->source;
-	GError *bad = cfs_export_bad_error(ex);
 	guint64 size;
 	bool released;
 
-	if (bad) {
-		/* Condemned by its verify: nothing more of it. */
-		cfs_cache_chunk_done(ex->cache, idx, bad);
-		g_error_free(bad);
-		return;
-	}
 	g_mutex_lock(&ex->lock);
-	released = ex->released;
+	released = ex->released || ex->bad;
 	g_mutex_unlock(&ex->lock);
 	if (released) {
-		/* Evicted after the export was given back: the next open
-		 * starts a new one. */
-		g_autoptr(GError) error = g_error_new(
-			CFS_ERROR, EIO, "export released; open the file again");
+		/* Evicted after the export was given back, or condemned by
+		 * its verify: the next open starts a new one. */
+		g_autoptr(GError) error = cfs_export_bad_error(ex);
+
+		if (!error)
+			error = g_error_new(CFS_ERROR, EIO, "export released; "
+					    "open the file again");
 
 		cfs_cache_chunk_done(ex->cache, idx, error);
 		return;
