@@ -1019,3 +1019,18 @@ guint64 cfs_cache_evict(CfsCache *c, guint32 before, guint64 want)
 	g_mutex_unlock(&c->lock);
 	return dropped;
 }
+
+guint64 cfs_cache_forget(CfsCache *c)
+{
+	guint64 dropped;
+
+	/* Every chunk the oldest of all, then evicted as the least
+	 * recently used are (tick 0 is below 1). */
+	g_mutex_lock(&c->lock);
+	memset(c->tick, 0, MAX(c->n_chunks, 1) * sizeof(*c->tick));
+	g_mutex_unlock(&c->lock);
+	dropped = cfs_cache_evict(c, 1, G_MAXUINT64);
+	if (dropped)
+		cfs_store_account(c->store, -(gint64)dropped);
+	return dropped;
+}

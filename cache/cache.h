@@ -155,3 +155,9 @@ void cfs_cache_throttled(CfsCache *cache);
 
 /* Whether every chunk holding bytes below @end is present. Any thread. */
 bool cfs_cache_present_upto(CfsCache *cache, guint64 end);
+
+/* Drop every present chunk that no hold pins, from the bitmaps and the
+ * data file: the bytes of the source proved wrong and must never be
+ * served, now or after a restart. Returns the bytes dropped. Any thread
+ * but the network thread (it writes and syncs the bitmaps). */
+guint64 cfs_cache_forget(CfsCache *cache);

@@ -1137,6 +1137,42 @@ static void test_evict_closed(void)
 	env_clear(&e);
 }
 
+/* Bytes proved wrong are forgotten: every chunk no hold pins leaves the
+ * bitmap and the data file, a pinned one once it is let go, and nothing
+ * of them survives a reopen. */
+static void test_forget(void)
+{
+	Env e;
+	Waiter w;
+	CfsCacheStats st;
+
+	env_init(&e, 8 * CHUNK, NULL, 0, 0);
+	cfs_extent_map_unref(e.map);
+	e.map = cfs_extent_map_new_full(8 * CHUNK);
+	env_open_cache(&e, "key", CHUNK, 4, FILL_SYNC);
+	for (guint64 i = 0; i < 8; i++)
+		read_and_check(&e, i * CHUNK, CHUNK);
+	waiter_init(&w, e.cache);
+	g_assert_true(acquire(e.cache, 2 * CHUNK, 10, &w));
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, 7 * CHUNK);
+	cfs_cache_stats(e.cache, &st);
+	g_assert_cmpuint(st.present, ==, CHUNK);
+	release(&w);
+	waiter_clear(&w);
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, CHUNK);
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, 0);
+	g_assert_cmpuint(env_data_blocks(&e), ==, 0);
+	g_assert_cmpuint(cfs_store_usage(e.store), ==, 0);
+	/* Read again: fetched again. */
+	read_and_check(&e, 5 * CHUNK, CHUNK);
+	g_assert_cmpuint(fetcher_times(e.f, 5), ==, 2);
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, CHUNK);
+	env_close_cache(&e);
+	g_assert_cmpuint(cfs_store_peek(e.store, "key", "disk one.vhd", e.map,
+					CHUNK), ==, 0);
+	env_clear(&e);
+}
+
 /* Stream sources claim chunks themselves. */
 static void test_claim(void)
 {
@@ -1180,6 +1216,7 @@ int main(int argc, char **argv)
 	g_test_add_func("/cache/modes", test_modes);
 	g_test_add_func("/cache/evict", test_evict);
 	g_test_add_func("/cache/evict-closed", test_evict_closed);
+	g_test_add_func("/cache/forget", test_forget);
 	g_test_add_func("/cache/claim", test_claim);
 	return g_test_run();
 }
