@@ -317,13 +317,15 @@ void cfs_export_source_bad(CfsExport *ex, const GError *error)
 	cfs_control_push(ex->engine->ctx.control, export_bad_job, ex);
 }
 
-/* Before a condemned source is replaced: wait until no fetch of its
- * cache runs (each fails, cfs_export_bad_error()); they write to the
- * export's cache. Job lock held. */
-static void export_bad_drain(CfsExport *ex)
+/* Before a condemned or released source is replaced: wait until no
+ * fetch of its cache runs (each fails, cfs_export_bad_error(), or ends
+ * with the grant it had); they write to the export's cache, which is
+ * about to be closed. Job lock held. */
+static void export_drain(CfsExport *ex)
 {
 	g_mutex_lock(&ex->lock);
-	while (ex->bad && cfs_cache_inflight(ex->cache) > 0)
+	while ((ex->bad || ex->released) && ex->cache &&
+	       cfs_cache_inflight(ex->cache) > 0)
 		g_cond_wait_until(&ex->cond, &ex->lock,
 				  g_get_monotonic_time() +
 				  20 * G_TIME_SPAN_MILLISECOND);
@@ -441,7 +443,7 @@ static void export_start_job(CfsExport *ex)
 	/* A released export starting again: its old bytes may be gone. */
 	cfs_grant_stop(ex);
 	export_drop_bad(ex);
-	export_bad_drain(ex);
+	export_drain(ex);
 	/* Views of the old map are kept to the end (a stat may hold one);
 	 * new ones are made of the new map. */
 	g_mutex_lock(&ex->lock);
