@@ -21,34 +21,12 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-const (
-	cbtProxyType = "CfsChangeTracking"
-	cbtBlock     = 64 << 10
-)
-
-// cbtProxy takes a VM's QueryChangedDiskAreas calls (the front handler
-// retypes _this, as for ExportVm).
-type cbtProxy struct {
-	mo.ManagedEntity
-	emu *emulator
-}
-
-func (p *cbtProxy) Reference() types.ManagedObjectReference { return p.Self }
-
-func (e *emulator) ensureCbtProxy(vm string) {
-	ref := types.ManagedObjectReference{Type: cbtProxyType, Value: vm}
-	if simulator.Map.Get(ref) != nil {
-		return
-	}
-	p := &cbtProxy{emu: e}
-	p.Self = ref
-	simulator.Map.Put(p)
-}
+// The 64 KiB blocks a changed-area answer is made of.
+const cbtBlock = 64 << 10
 
 // cbtDisk finds the disk @key among @devices: its file and capacity.
 func cbtDisk(devices []types.BaseVirtualDevice, key int32) (string, int64, bool) {
@@ -116,7 +94,7 @@ func allocated(path string, start, end int64) ([]types.DiskChangeExtent, error) 
 	return out, nil
 }
 
-func (p *cbtProxy) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
+func (p *vmProxy) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
 	e := p.emu
 	body := &methods.QueryChangedDiskAreasBody{}
 	vmRef := types.ManagedObjectReference{Type: "VirtualMachine", Value: req.This.Value}

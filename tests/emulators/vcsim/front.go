@@ -222,15 +222,10 @@ func (e *emulator) serveSDK(w http.ResponseWriter, r *http.Request) {
 			body = passwordElem.ReplaceAll(body, []byte("${1}cfs-refused${2}"))
 			e.count("fault.Login", 1)
 		}
-	case "ExportVm":
+	case "ExportVm", "QueryChangedDiskAreas":
 		if call.thisType == "VirtualMachine" {
-			e.ensureExportProxy(call.thisVal)
-			body = retype(body, call, exportProxyType)
-		}
-	case "QueryChangedDiskAreas":
-		if call.thisType == "VirtualMachine" {
-			e.ensureCbtProxy(call.thisVal)
-			body = retype(body, call, cbtProxyType)
+			e.ensureVmProxy(call.thisVal)
+			body = retype(body, call, vmProxyType)
 		}
 	case "CreateDescriptor":
 		if call.thisType == "OvfManager" {
