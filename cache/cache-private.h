@@ -79,9 +79,16 @@ struct CfsCache {
 	int readers;		/* protected by lock */
 	bool fill_all;		/* protected by lock */
 	guint64 fill_cursor;	/* protected by lock */
+	guint64 absent_gen;	/* protected by lock: counts chunks that
+				 * became absent again (failed, evicted) */
+	guint64 filled_gen;	/* protected by lock: absent_gen + 1 when a
+				 * fill found no chunk left to fetch */
+	guint64 fill_scanned;	/* protected by lock: chunks it looked at */
 	struct {
 		guint64 start, end;
 		guint reads;
+		guint64 told_end;	/* a reader said it reads up to
+					 * here (SEEK_HOLE), or 0 */
 	} seq[4];		/* protected by lock: sequential readers */
 	guint seq_next;		/* protected by lock */
 	CfsWindow window;	/* protected by lock: prefetches in flight */

@@ -512,17 +512,26 @@ static void cache_pump(CfsCache *c, IdxList *out)
 	budget = c->window.size - c->inflight;
 	if (c->fill_all) {
 		guint64 scanned = 0;
+		guint claimed = 0;
 
-		while (budget > 0 && scanned < c->n_chunks) {
+		/* Every chunk was present, in flight or a hole at the last
+		 * scan, and none has gone since: nothing to scan for (a
+		 * sparse disk of 2 TiB has half a million chunks). */
+		if (c->filled_gen == c->absent_gen + 1)
+			return;
+		while (claimed < budget && scanned < c->n_chunks) {
 			guint64 idx = c->fill_cursor;
 
 			c->fill_cursor = (c->fill_cursor + 1) % c->n_chunks;
 			scanned++;
 			if (cache_claim_locked(c, idx)) {
 				g_array_append_val(out, idx);
-				budget--;
+				claimed++;
 			}
 		}
+		c->fill_scanned += scanned;
+		if (claimed == 0)
+			c->filled_gen = c->absent_gen + 1;
 		return;
 	}
 	for (guint s = 0; s < G_N_ELEMENTS(c->seq) && budget > 0; s++) {
@@ -531,8 +540,8 @@ static void cache_pump(CfsCache *c, IdxList *out)
 		/* One read is not a sequence, nor two pages of one
 		 * unaligned read: a random reader gets only the chunks it
 		 * asks for. */
-		if (c->seq[s].reads < 2 ||
-		    c->seq[s].end - c->seq[s].start < SEQ_MIN)
+		if (!c->seq[s].told_end && (c->seq[s].reads < 2 ||
+		    c->seq[s].end - c->seq[s].start < SEQ_MIN))
 			continue;
 		first = c->seq[s].end / c->chunk_size;
 		g_debug("cache %s: sequential reader %" G_GUINT64_FORMAT "-%"
@@ -540,6 +549,9 @@ static void cache_pump(CfsCache *c, IdxList *out)
 			G_GUINT64_FORMAT, c->label, c->seq[s].start,
 			c->seq[s].end, c->seq[s].reads, first);
 		last = MIN(first + c->window.size, c->n_chunks - 1);
+		if (c->seq[s].told_end > c->seq[s].end)
+			last = MIN(last, (c->seq[s].told_end - 1) /
+					 c->chunk_size);
 		for (guint64 idx = first; idx <= last && budget > 0; idx++) {
 			if (cache_claim_locked(c, idx)) {
 				g_array_append_val(out, idx);
@@ -555,6 +567,43 @@ static void cache_fetch_all(CfsCache *c, IdxList *list, bool demand)
 		c->fetch(c->owner, g_array_index(list, guint64, i), demand);
 }
 
+/* The sequential run that a read at @off continues, or a new one (the
+ * oldest is forgotten). Lock held. */
+static guint cache_seq_at(CfsCache *c, guint64 off)
+{
+	guint s;
+
+	for (s = 0; s < G_N_ELEMENTS(c->seq); s++) {
+		if ((c->seq[s].end != c->seq[s].start ||
+		     c->seq[s].told_end) &&
+		    off + SEQ_SLACK >= c->seq[s].end &&
+		    off <= c->seq[s].end + SEQ_SLACK)
+			return s;
+	}
+	s = c->seq_next;
+	c->seq_next = (c->seq_next + 1) % G_N_ELEMENTS(c->seq);
+	c->seq[s].start = off;
+	c->seq[s].end = off;
+	c->seq[s].reads = 0;
+	c->seq[s].told_end = 0;
+	return s;
+}
+
+void cfs_cache_note_extent(CfsCache *c, guint64 off, guint64 len)
+{
+	g_autoptr(GArray) fetch = g_array_new(FALSE, FALSE, sizeof(guint64));
+	guint s;
+
+	if (c->n_chunks == 0 || len == 0)
+		return;
+	g_mutex_lock(&c->lock);
+	s = cache_seq_at(c, off);
+	c->seq[s].told_end = MAX(c->seq[s].told_end, off + len);
+	cache_pump(c, fetch);
+	g_mutex_unlock(&c->lock);
+	cache_fetch_all(c, fetch, false);
+}
+
 void cfs_cache_note_read(CfsCache *c, guint64 off, guint64 len)
 {
 	g_autoptr(GArray) fetch = g_array_new(FALSE, FALSE, sizeof(guint64));
@@ -563,19 +612,7 @@ void cfs_cache_note_read(CfsCache *c, guint64 off, guint64 len)
 	if (c->n_chunks == 0)
 		return;
 	g_mutex_lock(&c->lock);
-	for (s = 0; s < G_N_ELEMENTS(c->seq); s++) {
-		if (c->seq[s].end != c->seq[s].start &&
-		    off + SEQ_SLACK >= c->seq[s].end &&
-		    off <= c->seq[s].end + SEQ_SLACK)
-			break;
-	}
-	if (s == G_N_ELEMENTS(c->seq)) {
-		s = c->seq_next;
-		c->seq_next = (c->seq_next + 1) % G_N_ELEMENTS(c->seq);
-		c->seq[s].start = off;
-		c->seq[s].end = off;
-		c->seq[s].reads = 0;
-	}
+	s = cache_seq_at(c, off);
 	c->seq[s].end = MAX(c->seq[s].end, off + len);
 	c->seq[s].reads++;
 	if (!c->fill_all && c->seq[s].start == 0 && c->seq[s].reads >= 2 &&
@@ -757,6 +794,11 @@ bool cfs_cache_pread(CfsCache *c, void *buf, gsize len, guint64 off,
 	return true;
 }
 
+int cfs_cache_data_fd(const CfsCache *c)
+{
+	return c->data_fd;
+}
+
 /* --- fetchers --- */
 
 bool cfs_cache_write(CfsCache *c, guint64 off, const void *data, gsize len,
@@ -825,6 +867,7 @@ void cfs_cache_chunk_done(CfsCache *c, guint64 idx, const GError *error)
 	c->inflight--;
 	if (error) {
 		c->state[idx] = CHUNK_ABSENT;
+		c->absent_gen++;
 		c->fill_all = false;	/* no hammering a failing source */
 		cfs_window_backoff(&c->window, g_get_monotonic_time());
 	} else {
@@ -891,6 +934,7 @@ void cfs_cache_stats(CfsCache *c, CfsCacheStats *stats)
 	stats->inflight = c->inflight;
 	stats->readers = c->readers;
 	stats->window = c->window.size;
+	stats->scanned = c->fill_scanned;
 	g_mutex_unlock(&c->lock);
 }
 
@@ -941,6 +985,7 @@ guint64 cfs_cache_evict(CfsCache *c, guint32 before, guint64 want)
 		/* Forget the chunk before its bytes go, under the lock, so
 		 * no reader or fetch sees it half gone. */
 		c->state[i] = CHUNK_ABSENT;
+		c->absent_gen++;
 		c->unsynced[i] = 0;
 		bitmap_set(c, i, false);
 		if (c->durable[i / 32] & (1u << (i % 32))) {
@@ -972,5 +1017,20 @@ guint64 cfs_cache_evict(CfsCache *c, guint32 before, guint64 want)
 				  ": %s", c->label, i, g_strerror(errno));
 	}
 	g_mutex_unlock(&c->lock);
+	return dropped;
+}
+
+guint64 cfs_cache_forget(CfsCache *c)
+{
+	guint64 dropped;
+
+	/* Every chunk the oldest of all, then evicted as the least
+	 * recently used are (tick 0 is below 1). */
+	g_mutex_lock(&c->lock);
+	memset(c->tick, 0, MAX(c->n_chunks, 1) * sizeof(*c->tick));
+	g_mutex_unlock(&c->lock);
+	dropped = cfs_cache_evict(c, 1, G_MAXUINT64);
+	if (dropped)
+		cfs_store_account(c->store, -(gint64)dropped);
 	return dropped;
 }

@@ -110,9 +110,17 @@ void cfs_cache_release(CfsCacheHold *hold);
 /* Read bytes of the disk from chunks the caller holds. */
 bool cfs_cache_pread(CfsCache *cache, void *buf, gsize len, guint64 off,
 		     GError **error);
+/* The data file, to send bytes the caller holds without copying them
+ * through a buffer (splice). Valid while the caller holds a hold. */
+int cfs_cache_data_fd(const CfsCache *cache);
 
 /* A reader read [off, off+len): follow sequential readers. Any thread. */
 void cfs_cache_note_read(CfsCache *cache, guint64 off, guint64 len);
+/* A reader asked where the data at @off ends (SEEK_HOLE): it is about to
+ * read [off, off+len) in order, as cp does with each extent of a sparse
+ * file. Prefetch that extent now, as for a sequential reader, instead of
+ * after its first reads. Any thread. */
+void cfs_cache_note_extent(CfsCache *cache, guint64 off, guint64 len);
 /* Open handles on the export went up or down; prefetch stops at zero. */
 void cfs_cache_add_readers(CfsCache *cache, int delta);
 
@@ -136,6 +144,7 @@ typedef struct {
 	guint inflight;		/* chunks being fetched */
 	int readers;
 	guint window;		/* prefetches allowed in flight now */
+	guint64 scanned;	/* chunks the whole-disk fill looked at */
 } CfsCacheStats;
 
 void cfs_cache_stats(CfsCache *cache, CfsCacheStats *stats);
@@ -146,3 +155,9 @@ void cfs_cache_throttled(CfsCache *cache);
 
 /* Whether every chunk holding bytes below @end is present. Any thread. */
 bool cfs_cache_present_upto(CfsCache *cache, guint64 end);
+
+/* Drop every present chunk that no hold pins, from the bitmaps and the
+ * data file: the bytes of the source proved wrong and must never be
+ * served, now or after a restart. Returns the bytes dropped. Any thread
+ * but the network thread (it writes and syncs the bitmaps). */
+guint64 cfs_cache_forget(CfsCache *cache);

@@ -74,6 +74,10 @@ struct CfsExport {
 	guint64 cached;		/* what the cache held at list time */
 	bool streaming;		/* protected by lock: a stream runs */
 	bool released;		/* protected by lock: export_end was called */
+	bool bad;		/* protected by lock: the source's verify
+				 * condemned it (CFS_SOURCE_BAD): the state
+				 * is FAILED, nothing of it is fetched or
+				 * served, and the next start drops it */
 	gint ranges_ignored;	/* atomic: the server answered 200 to Range */
 
 	/* Renewing the source's grant (grant.c). */
@@ -102,6 +106,13 @@ void cfs_export_stream_ended(CfsExport *ex, guint64 size, guint64 last);
 bool cfs_export_park_for_stream(CfsExport *ex, gpointer read_ctx,
 				bool *parked_flag);
 void cfs_export_set_error(CfsExport *ex, const GError *error);
+/* The source's verify said its bytes are wrong (CFS_SOURCE_BAD, in
+ * @error): fail the export, and drop its chunks on the control pool.
+ * Network thread; once per source. */
+void cfs_export_source_bad(CfsExport *ex, const GError *error);
+/* Why a chunk of a condemned source must fail (transfer full), or NULL
+ * if the source is not. Any thread. */
+GError *cfs_export_bad_error(CfsExport *ex);
 /* Continue a read parked until the export was ready (or failed). */
 void cfs_read_go(gpointer ctx, const GError *error);
 

@@ -207,7 +207,7 @@ void cfs_export_set_error(CfsExport *ex, const GError *error)
 		g_free(ex->error);
 		ex->error = g_strdup(error->message);
 		g_cond_broadcast(&ex->cond);	/* read_wait_size() */
-	} else {
+	} else if (!ex->bad) {	/* a condemned source stays failed */
 		g_clear_pointer(&ex->error, g_free);
 	}
 	g_mutex_unlock(&ex->lock);
@@ -230,6 +230,106 @@ static void export_end_job(CfsExport *ex)
 	ex->prov->ops->export_end(ex->prov, ex->disk, ex->source);
 	g_message("%s: %s, export released", ex->path,
 		  complete ? "complete" : "closed after a glance");
+}
+
+/* --- sources found bad --- */
+
+GError *cfs_export_bad_error(CfsExport *ex)
+{
+	GError *error = NULL;
+
+	g_mutex_lock(&ex->lock);
+	if (ex->bad)	/* no message once an open restarts it */
+		error = g_error_new_literal(CFS_ERROR, EIO, ex->error ?
+					    ex->error : "the source was "
+					    "found bad");
+	g_mutex_unlock(&ex->lock);
+	return error;
+}
+
+/* Give up a condemned source: drop what its cache holds (a read that
+ * had pinned a chunk lets go of it in a moment) and give back what the
+ * provider granted. Job lock held; once the source is replaced, a
+ * no-op. Control pool. */
+static void export_drop_bad(CfsExport *ex)
+{
+	CfsProvider *prov = ex->prov;
+	CfsCacheStats st;
+	guint64 dropped = 0;
+	bool bad, end;
+
+	g_mutex_lock(&ex->lock);
+	bad = ex->bad;
+	end = bad && !ex->released && prov->ops->export_end;
+	if (bad)
+		ex->released = true;
+	g_mutex_unlock(&ex->lock);
+	if (!bad)
+		return;
+	cfs_grant_stop(ex);
+	for (guint i = 0; i < 500; i++) {
+		dropped += cfs_cache_forget(ex->cache);
+		cfs_cache_stats(ex->cache, &st);
+		if (st.present == 0)
+			break;
+		g_usleep(10 * 1000);
+	}
+	if (dropped || end)
+		g_message("%s: %" G_GUINT64_FORMAT " cached bytes of the bad "
+			  "source dropped", ex->path, dropped);
+	if (end) {
+		ex->source->complete = false;
+		prov->ops->export_end(prov, ex->disk, ex->source);
+	}
+}
+
+static void export_bad_job(gpointer data)
+{
+	CfsExport *ex = data;
+	CfsEngine *engine = ex->engine;
+
+	g_mutex_lock(&ex->job_lock);
+	export_drop_bad(ex);
+	g_mutex_unlock(&ex->job_lock);
+	cfs_engine_job_end(engine);
+}
+
+void cfs_export_source_bad(CfsExport *ex, const GError *error)
+{
+	bool first;
+
+	g_mutex_lock(&ex->lock);
+	first = !ex->bad && ex->state == EXPORT_READY;
+	if (first) {
+		/* Reads fail from now on (EIO); an open starts anew. */
+		ex->bad = true;
+		ex->state = EXPORT_FAILED;
+		g_free(ex->error);
+		ex->error = g_strdup(error->message);
+		ex->error_errno = EIO;
+		g_cond_broadcast(&ex->cond);
+	}
+	g_mutex_unlock(&ex->lock);
+	if (!first)
+		return;
+	g_warning("%s: %s; the export failed", ex->path, error->message);
+	cfs_engine_job_begin(ex->engine);
+	cfs_control_push(ex->engine->ctx.control, export_bad_job, ex);
+}
+
+/* Before a condemned or released source is replaced: wait until no
+ * fetch of its cache runs (each fails, cfs_export_bad_error(), or ends
+ * with the grant it had); they write to the export's cache, which is
+ * about to be closed. Job lock held. */
+static void export_drain(CfsExport *ex)
+{
+	g_mutex_lock(&ex->lock);
+	while ((ex->bad || ex->released) && ex->cache &&
+	       cfs_cache_inflight(ex->cache) > 0)
+		g_cond_wait_until(&ex->cond, &ex->lock,
+				  g_get_monotonic_time() +
+				  20 * G_TIME_SPAN_MILLISECOND);
+	g_mutex_unlock(&ex->lock);
 }
 
 /* --- container disks --- */
@@ -337,10 +437,13 @@ static void export_start_job(CfsExport *ex)
 	CfsReader *reader = NULL, *old_reader;
 	CfsCache *old_cache;
 	CfsSource *old_source;
+	bool bad;
 	int opens;
 
 	/* A released export starting again: its old bytes may be gone. */
 	cfs_grant_stop(ex);
+	export_drop_bad(ex);
+	export_drain(ex);
 	/* Views of the old map are kept to the end (a stat may hold one);
 	 * new ones are made of the new map. */
 	g_mutex_lock(&ex->lock);
@@ -355,8 +458,14 @@ static void export_start_job(CfsExport *ex)
 		g_cond_wait(&ex->cond, &ex->lock);
 	old_cache = g_steal_pointer(&ex->cache);
 	old_source = g_steal_pointer(&ex->source);
+	bad = ex->bad;
+	ex->bad = false;
+	if (bad)	/* what its last fetches said */
+		g_clear_pointer(&ex->error, g_free);
 	g_mutex_unlock(&ex->lock);
 	cfs_reader_free(old_reader);
+	if (bad)	/* what reads had pinned then */
+		cfs_cache_forget(old_cache);
 	cfs_cache_close(old_cache);
 	cfs_source_free(old_source);
 	ex->released = false;
@@ -601,6 +710,19 @@ void cfs_export_release(CfsExport *ex)
 	}
 	if (end)
 		export_push_job(ex, true);
+}
+
+void cfs_export_note_extent(CfsExport *ex, guint64 off, guint64 len)
+{
+	CfsCache *cache;
+
+	g_mutex_lock(&ex->lock);
+	cache = export_cache_use(ex);
+	g_mutex_unlock(&ex->lock);
+	if (!cache)
+		return;
+	cfs_cache_note_extent(cache, off, len);
+	export_cache_readers(ex, cache, 0);
 }
 
 void cfs_export_count_read(CfsExport *ex, guint64 bytes)

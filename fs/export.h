@@ -63,6 +63,10 @@ const char *cfs_export_path(CfsExport *ex);
  * open. Never waits. Any FUSE thread. */
 void cfs_export_open(CfsExport *ex);
 void cfs_export_release(CfsExport *ex);
+/* A reader of the disk's bytes asked where the data at @off ends: it is
+ * about to read [off, off+len). Prefetch it if the export is ready. */
+void cfs_export_note_extent(CfsExport *ex, guint64 off, guint64 len);
+
 /* A reader asked for @bytes of the disk's files. Any thread. */
 void cfs_export_count_read(CfsExport *ex, guint64 bytes);
 

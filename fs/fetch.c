@@ -54,6 +54,9 @@ static void chunk_job_end(ChunkJob *job)
 {
 	CfsExport *ex = job->ex;
 
+	/* Bytes of a source found bad since are not served. */
+	if (!job->error)
+		job->error = cfs_export_bad_error(ex);
 	cfs_export_set_error(ex, job->error);
 	cfs_cache_chunk_done(ex->cache, job->idx, job->error);
 	g_clear_error(&job->error);
@@ -217,8 +220,11 @@ static void piece_done(CfsHttpRequest *req, const GError *error)
 	if (!error && !p->error && src->ops->verify &&
 	    piece_stage(p) &&
 	    !src->ops->verify(src, &p->piece, p->stage->data, p->stage->len,
-			      &p->error))
+			      &p->error)) {
 		g_prefix_error(&p->error, "%s: ", req->host);
+		if (g_error_matches(p->error, CFS_ERROR, CFS_SOURCE_BAD))
+			cfs_export_source_bad(p->ex, p->error);
+	}
 	if (!error && !p->error)
 		piece_flush(p);
 	if (!job->error && (p->error || error))
@@ -487,13 +493,16 @@ void cfs_fetch_chunk(gpointer owner, guint64 idx, bool demand)
 	bool released;
 
 	g_mutex_lock(&ex->lock);
-	released = ex->released;
+	released = ex->released || ex->bad;
 	g_mutex_unlock(&ex->lock);
 	if (released) {
-		/* Evicted after the export was given back: the next open
-		 * starts a new one. */
-		g_autoptr(GError) error = g_error_new(
-			CFS_ERROR, EIO, "export released; open the file again");
+		/* Evicted after the export was given back, or condemned by
+		 * its verify: the next open starts a new one. */
+		g_autoptr(GError) error = cfs_export_bad_error(ex);
+
+		if (!error)
+			error = g_error_new(CFS_ERROR, EIO, "export released; "
+					    "open the file again");
 
 		cfs_cache_chunk_done(ex->cache, idx, error);
 		return;

@@ -219,13 +219,26 @@ static bool parse_umask(const char *text, mode_t *out, GError **error)
 	return true;
 }
 
+/* The names of the formats= views, for the providers (CfsContext):
+ * set before their create. The strings are the formats' own. */
+static void formats_for_providers(CfsFs *fs)
+{
+	const char **names = g_new0(const char *, fs->views->len + 1);
+
+	for (guint i = 0; i < fs->views->len; i++)
+		names[i] = ((const CfsFormat *)fs->views->pdata[i])->name;
+	fs->engine.ctx.formats = names;
+}
+
 static bool parse_formats(CfsFs *fs, const char *list, GError **error)
 {
 	g_auto(GStrv) names = NULL;
 
 	fs->views = g_ptr_array_new();
-	if (!list)
+	if (!list) {
+		formats_for_providers(fs);
 		return true;
+	}
 	names = g_strsplit_set(list, ":;", -1);
 	for (char **n = names; *n; n++) {
 		const CfsFormat *fmt;
@@ -241,6 +254,7 @@ static bool parse_formats(CfsFs *fs, const char *list, GError **error)
 		}
 		g_ptr_array_add(fs->views, (gpointer)fmt);
 	}
+	formats_for_providers(fs);
 	return true;
 }
 
@@ -286,6 +300,8 @@ static void slots_free(CfsFs *fs)
 	}
 	g_clear_pointer(&fs->slots, g_ptr_array_unref);
 	g_clear_pointer(&fs->views, g_ptr_array_unref);
+	g_free((gpointer)fs->engine.ctx.formats);
+	fs->engine.ctx.formats = NULL;
 }
 
 /*
@@ -332,6 +348,7 @@ int main(int argc, char *argv[])
 	CfsHttpConfig http_config;
 	GThread *tuner = NULL;
 	int ret = 1;
+	char max_read[32];
 
 	/* Memory holds secrets: no core dumps, no ptrace by other users. */
 	cfs_process_harden();
@@ -408,6 +425,7 @@ int main(int argc, char *argv[])
 	fs.gid = opts.gid >= 0 ? (gid_t)opts.gid : getgid();
 
 	fs.read_ahead_kb = (guint)(read_ahead / 1024);
+	g_snprintf(max_read, sizeof(max_read), "-omax_read=%u", CFS_MAX_READ);
 	fs.mountpoint = cmd.mountpoint;
 	cfs_tree_init(&fs);
 
@@ -415,6 +433,7 @@ int main(int argc, char *argv[])
 	 * allow_other, other users get only what the modes give them. */
 	fuse_opt_add_arg(&args, "-oro,fsname=cloudfs,subtype=cloudfs,"
 			 "default_permissions");
+	fuse_opt_add_arg(&args, max_read);
 	se = fuse_session_new(&args, &cfs_fuse_ops, sizeof(cfs_fuse_ops), &fs);
 	if (!se)
 		goto out_tree;	/* libfuse said which option it did not know */

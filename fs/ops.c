@@ -294,10 +294,16 @@ static void ops_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 			(out = whence == SEEK_DATA ? (guint64)off : size, true);
 	else	/* not known yet: no holes to tell of */
 		found = (out = (guint64)off, whence == SEEK_DATA);
-	if (!found)
+	if (!found) {
 		fuse_reply_err(req, ENXIO);
-	else
-		fuse_reply_lseek(req, (off_t)out);
+		return;
+	}
+	/* cp and other sparse-aware copies ask where each extent ends, then
+	 * read it: fetch it now. */
+	if (whence == SEEK_HOLE && map && !view && !n->format &&
+	    out > (guint64)off)
+		cfs_export_note_extent(n->ex, (guint64)off, out - (guint64)off);
+	fuse_reply_lseek(req, (off_t)out);
 }
 
 static void ops_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -324,6 +330,10 @@ static void ops_init(void *userdata, struct fuse_conn_info *conn)
 	/* Direct reads (O_DIRECT, files of unknown size) sent as one
 	 * synchronous request can be interrupted; asynchronous ones cannot. */
 	conn->want &= ~FUSE_CAP_ASYNC_DIO;
+	/* Replies from the cache file are spliced, not copied. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	conn->max_read = CFS_MAX_READ;
 }
 
 /* --- the mount is read-only --- */

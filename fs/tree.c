@@ -259,11 +259,42 @@ static void export_ready(CfsExport *ex, gpointer data)
 			fs->se, g_array_index(inos, fuse_ino_t, i), 0, 0);
 }
 
+/* The name of a disk's main file: "disk.vmdk". Transfer full. */
+static char *disk_main_name(const CfsDisk *disk)
+{
+	return g_strdup_printf("%s.%s", disk->name,
+			       disk->present ? disk->present : disk->format);
+}
+
+/* The main files of a VM's disks: a provider that lists "disk.vhdx"
+ * itself (its cloud exports that format) takes the name from the view
+ * formats=vhdx would add. */
+static GHashTable *vm_main_names(const CfsVm *vm)
+{
+	GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal,
+						  g_free, NULL);
+
+	for (guint d = 0; d < vm->disks->len; d++)
+		g_hash_table_add(names, disk_main_name(vm->disks->pdata[d]));
+	return names;
+}
+
+/* Whether @file is a view whose name a provider file of @names takes. */
+static bool view_taken(const CfsNode *file, GHashTable *names)
+{
+	g_autofree char *own = disk_main_name(cfs_export_disk(file->ex));
+
+	return !g_str_equal(file->name, own) &&
+	       g_hash_table_contains(names, file->name);
+}
+
 /* The files of a new disk: the main one (its bytes, or the view the
- * provider presents them as), then the views formats= asks for. Views
- * are made of raw disks, and of the disk inside a container (VHD, VHDX,
- * VMDK bytes) through its reader. */
-static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
+ * provider presents them as), then the views formats= asks for, but for
+ * names a provider file of the VM (@names) has. Views are made of raw
+ * disks, and of the disk inside a container (VHD, VHDX, VMDK bytes)
+ * through its reader. */
+static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex,
+		       GHashTable *names)
 {
 	CfsDisk *disk = cfs_export_disk(ex);
 	bool raw = g_str_equal(disk->format, "raw");
@@ -272,10 +303,15 @@ static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
 					      NULL);
 	for (guint f = 0; cfs_export_viewable(ex) && f < fs->views->len; f++) {
 		const CfsFormat *fmt = fs->views->pdata[f];
+		g_autofree char *name = g_strdup_printf("%s.%s", disk->name,
+							fmt->name);
 
 		/* "raw" of a raw disk is its own bytes, not a view. */
-		file_new(fs, dir, ex, raw && g_str_equal(fmt->name, "raw") ?
-				      NULL : fmt);
+		if (raw && g_str_equal(fmt->name, "raw"))
+			fmt = NULL;
+		else if (g_hash_table_contains(names, name))
+			continue;
+		file_new(fs, dir, ex, fmt);
 	}
 	cfs_export_set_ready_hook(ex, export_ready, fs);
 }
@@ -284,8 +320,7 @@ static void disk_files(CfsFs *fs, CfsNode *dir, CfsExport *ex)
  * same. Tree lock held. */
 static CfsExport *disk_existing(CfsNode *dir, const CfsDisk *disk)
 {
-	g_autofree char *name = g_strdup_printf(
-		"%s.%s", disk->name, disk->present ? disk->present : disk->format);
+	g_autofree char *name = disk_main_name(disk);
 	CfsNode *n = child_find(dir, name);
 
 	if (n && n->kind == NODE_DISK &&
@@ -338,6 +373,7 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 	CfsNode *dir = vm_dir(fs, slot->dir, vm->path);
 	CfsNode *info = child_find(dir, "info.json");
 	g_autoptr(GPtrArray) exports = g_ptr_array_new();
+	g_autoptr(GHashTable) names = vm_main_names(vm);
 
 	g_hash_table_add(seen, dir);
 	for (CfsNode *up = dir->parent; up && up != slot->dir; up = up->parent)
@@ -353,9 +389,11 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 	g_free(info->text);
 	info->text = g_strdup(vm->info_json ? vm->info_json : "{}\n");
 
-	/* Disks that are gone or changed leave; new ones come. */
+	/* Disks that are gone or changed leave, and views whose name a
+	 * provider file takes now; new ones come. */
 	for (guint i = dir->children->len; i-- > 0;) {
 		CfsNode *c = dir->children->pdata[i];
+		CfsNode *file = c->kind == NODE_DISK ? c : c->target;
 		bool keep = false;
 
 		if (c->kind != NODE_DISK &&
@@ -363,8 +401,8 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 			continue;
 		for (guint d = 0; d < vm->disks->len && !keep; d++)
 			keep = disk_existing(dir, vm->disks->pdata[d]) ==
-			       (c->kind == NODE_DISK ? c->ex : c->target->ex);
-		if (!keep)
+			       file->ex;
+		if (!keep || view_taken(file, names))
 			child_unlink(dir, c);
 	}
 	while (vm->disks->len) {
@@ -381,7 +419,7 @@ static void vm_apply(CfsFs *fs, CfsProviderSlot *slot, CfsVm *vm,
 		ex = cfs_export_new(&fs->engine, slot->prov, disk, label);
 		exports->pdata[exports->len - 1] = ex;
 		g_ptr_array_add(fs->exports, ex);
-		disk_files(fs, dir, ex);
+		disk_files(fs, dir, ex, names);
 	}
 	vm_extra_files(fs, dir, vm, exports);
 }

@@ -23,6 +23,7 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <glib.h>
 #include <stdbool.h>
 
@@ -40,11 +41,19 @@ typedef struct CfsProvider CfsProvider;
 typedef struct CfsSource CfsSource;
 typedef struct CfsExportReport CfsExportReport;
 
-/* Shared services a provider may use. Filled before the first list (not
- * yet in create). */
+/* Shared services a provider may use. http and control are filled before
+ * the first list (not yet in create); formats before create. */
 typedef struct {
 	CfsHttp *http;		/* the network thread */
 	CfsControl *control;	/* the control pool and timers */
+	/* The mount's formats= option: a NULL-terminated list of format
+	 * names as it was parsed ("raw", "vhd", "vmdk", "vhdx", "qcow2"),
+	 * never NULL (empty without the option). The engine adds a view of
+	 * each disk in each of these formats unless the provider lists a
+	 * file of that name itself ("disk.vhdx"): a provider that can have
+	 * its cloud write a format natively may do so. Constant while
+	 * mounted. */
+	const char *const *formats;
 } CfsContext;
 
 /* One disk of a VM, as the inventory describes it. */
@@ -140,7 +149,8 @@ typedef struct {
 	 * with the grant they had. Control pool; may block. */
 	bool (*renew)(CfsSource *src, GError **error);
 	/* Optional: check a whole piece once it arrived (checksums). Network
-	 * thread. */
+	 * thread. An error fails the piece (it is fetched again when read);
+	 * an error of code CFS_SOURCE_BAD says the whole source is wrong. */
 	bool (*verify)(CfsSource *src, const CfsSourcePiece *piece,
 		       const void *data, gsize len, GError **error);
 	/* Local sources (files, shares): read @len bytes at @off. Blocks;
@@ -149,6 +159,17 @@ typedef struct {
 		      GError **error);
 	void (*free)(CfsSource *src);
 } CfsSourceOps;
+
+/*
+ * The code (domain CFS_ERROR) of a verify error that condemns the whole
+ * source, not just the piece (a checksum of the whole object that does
+ * not match once every byte is in): the engine fails the export
+ * (state=failed with the message in .progress), drops every chunk of it
+ * from the cache so that no byte of it is served again, gives back what
+ * export_start obtained (export_end), and answers EIO to its readers;
+ * the next open starts a new export.
+ */
+#define CFS_SOURCE_BAD EBADMSG
 
 /* Where the bytes of an export can be read. */
 struct CfsSource {

@@ -153,15 +153,11 @@ bool cfs_fill_raw(const CfsView *view, CfsFill *f, guint8 *dst,
 		  guint64 disk_off, guint64 len)
 {
 	const CfsExtentMap *map = view->map;
-	guint64 end = disk_off + len;
+	guint64 end = MIN(disk_off + len, map->size);
 	guint64 pos = disk_off;
 	guint i;
 
-	if (dst)
-		memset(dst, 0, len);
-	end = MIN(end, map->size);
-	if (pos >= end)
-		return true;
+	/* Data is read in place; only the holes between are zeroed. */
 	for (i = fill_first_extent(map, pos); i < map->n && pos < end; i++) {
 		const CfsExtent *e = &map->ext[i];
 		guint64 s = MAX(pos, e->offset);
@@ -173,12 +169,16 @@ bool cfs_fill_raw(const CfsView *view, CfsFill *f, guint8 *dst,
 			CfsExtent r = { s, t - s };
 
 			g_array_append_val(f->ranges, r);
-		} else if (!f->raw(f->opaque, dst + (s - disk_off), t - s, s,
-				   f->error)) {
-			return false;
+		} else {
+			memset(dst + (pos - disk_off), 0, s - pos);
+			if (!f->raw(f->opaque, dst + (s - disk_off), t - s, s,
+				    f->error))
+				return false;
 		}
 		pos = t;
 	}
+	if (dst && pos < disk_off + len)
+		memset(dst + (pos - disk_off), 0, disk_off + len - pos);
 	return true;
 }
 

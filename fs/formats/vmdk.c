@@ -46,7 +46,19 @@ typedef struct {
 	guint8 header[VMDK_SECTOR];
 	guint8 footer[VMDK_SECTOR];
 	char *desc;
+	struct VmdkHead *head_sum;	/* see vmdk_head_get() */
 } VmdkView;
+
+/* The Adler-32 of the first bytes of one grain's data, from the read that
+ * ended inside its record: the next read, which holds the checksum, goes
+ * on from there instead of reading the whole grain again (a read of the
+ * kernel's size ends inside a record more often than not). */
+typedef struct VmdkHead {
+	GMutex lock;
+	guint64 grain;		/* G_MAXUINT64: none */
+	guint64 len;		/* bytes of its data from its start */
+	guint32 sum;
+} VmdkHead;
 
 
 static void vmdk_put_header(const VmdkView *v, guint8 *p, guint64 gd_offset)
@@ -157,48 +169,108 @@ static guint64 vmdk_data_before(guint64 x)
 	return n;
 }
 
-/* Record bytes [roff, roff + n) of the grain record of grain @u. */
-static bool vmdk_fill_grain(const VmdkView *v, CfsFill *f, guint8 *dst,
-			    guint64 u, guint64 roff, guint64 n)
+/* Whether the Adler-32 of the first @len data bytes of grain @u is known:
+ * into @sum. */
+static bool vmdk_head_get(const VmdkView *v, guint64 u, guint64 len,
+			  guint32 *sum)
 {
-	g_autofree guint8 *tmp = NULL;
-	guint64 d0 = vmdk_data_before(roff), d1 = vmdk_data_before(roff + n);
-	bool all = roff < VMDK_ADLER_OFF + 4 && roff + n > VMDK_ADLER_OFF;
-	guint64 base = all ? 0 : d0, tlen = all ? VMDK_GRAIN : d1 - d0;
+	VmdkHead *h = v->head_sum;
+	bool known;
+
+	g_mutex_lock(&h->lock);
+	known = h->grain == u && h->len == len;
+	*sum = h->sum;
+	g_mutex_unlock(&h->lock);
+	return known;
+}
+
+static void vmdk_head_put(const VmdkView *v, guint64 u, guint64 len,
+			  guint32 sum)
+{
+	VmdkHead *h = v->head_sum;
+
+	g_mutex_lock(&h->lock);
+	h->grain = u;
+	h->len = len;
+	h->sum = sum;
+	g_mutex_unlock(&h->lock);
+}
+
+/* The stored-block headers, the marker and the zlib header of grain @u's
+ * record: bytes [roff, roff + n) of them into @dst. */
+static void vmdk_fill_frame(guint8 *dst, guint64 u, guint64 roff, guint64 n)
+{
 	guint8 b[16];
 
-	if (tlen > 0) {
-		if (dst)
-			tmp = g_malloc(tlen);
-		if (!cfs_fill_raw(&v->head, f, tmp, u * VMDK_GRAIN + base,
-				  tlen))
-			return false;
-	}
-	if (!dst)
-		return true;
-	memset(dst, 0, n);
 	cfs_put_le64(b, u * VMDK_GRAIN_SECTORS);
 	cfs_put_le32(b + 8, VMDK_ZLIB_LEN);
 	b[12] = 0x78;		/* deflate, 32 KiB window */
 	b[13] = 0x01;		/* no dictionary, fastest; check bits */
 	cfs_fill_blob(dst, roff, n, 0, b, 14);
 	for (guint64 k = 0; k < VMDK_BLOCKS; k++) {
-		guint64 ds = vmdk_block_data(k), bl = vmdk_block_len(k);
-		guint64 gs = MAX(k * VMDK_BLOCK_MAX, base);
-		guint64 ge = MIN(k * VMDK_BLOCK_MAX + bl, base + tlen);
+		guint64 bl = vmdk_block_len(k);
 
 		b[0] = k + 1 == VMDK_BLOCKS;	/* BFINAL, BTYPE 00 */
 		cfs_put_le16(b + 1, bl);
 		cfs_put_le16(b + 3, ~bl);
-		cfs_fill_blob(dst, roff, n, ds - 5, b, 5);
-		if (gs < ge)
-			cfs_fill_blob(dst, roff, n,
-				      ds + (gs - k * VMDK_BLOCK_MAX),
-				      tmp + (gs - base), ge - gs);
+		cfs_fill_blob(dst, roff, n, vmdk_block_data(k) - 5, b, 5);
 	}
-	if (all) {
-		cfs_put_be32(b, cfs_adler32(1, tmp, VMDK_GRAIN));
+	/* After the Adler-32, the record's padding is zeros. */
+	if (roff + n > VMDK_ADLER_OFF + 4) {
+		guint64 z = MAX(roff, VMDK_ADLER_OFF + 4);
+
+		memset(dst + (z - roff), 0, roff + n - z);
+	}
+}
+
+/* Record bytes [roff, roff + n) of the grain record of grain @u. The
+ * grain's data is read in place, block by block. The Adler-32 after it
+ * needs all of the data: summed here when the piece holds it all, else
+ * carried on from the piece before (vmdk_head_get), else the whole grain
+ * is read apart. */
+static bool vmdk_fill_grain(const VmdkView *v, CfsFill *f, guint8 *dst,
+			    guint64 u, guint64 roff, guint64 n)
+{
+	g_autofree guint8 *tmp = NULL;
+	bool adler = roff < VMDK_ADLER_OFF + 4 && roff + n > VMDK_ADLER_OFF;
+	guint64 q = vmdk_data_before(roff);
+	guint32 sum = 1;
+	bool summing = q == 0 || (dst && vmdk_head_get(v, u, q, &sum));
+	guint8 b[4];
+
+	if (adler && !summing) {
+		if (dst)
+			tmp = g_malloc(VMDK_GRAIN);
+		if (!cfs_fill_raw(&v->head, f, tmp, u * VMDK_GRAIN,
+				  VMDK_GRAIN))
+			return false;
+		if (dst)
+			sum = cfs_adler32(1, tmp, VMDK_GRAIN);
+	}
+	for (guint64 k = 0; k < VMDK_BLOCKS; k++) {
+		guint64 ds = vmdk_block_data(k), bl = vmdk_block_len(k);
+		guint64 s = MAX(ds, roff), t = MIN(ds + bl, roff + n);
+		guint64 at = u * VMDK_GRAIN + k * VMDK_BLOCK_MAX + (s - ds);
+
+		if (s >= t)
+			continue;
+		if (tmp)
+			memcpy(dst + (s - roff), tmp + (at - u * VMDK_GRAIN),
+			       t - s);
+		else if (!cfs_fill_raw(&v->head, f,
+				       dst ? dst + (s - roff) : NULL, at, t - s))
+			return false;
+		if (dst && summing)
+			sum = cfs_adler32(sum, dst + (s - roff), t - s);
+	}
+	if (!dst)
+		return true;
+	vmdk_fill_frame(dst, u, roff, n);
+	if (adler) {
+		cfs_put_be32(b, sum);
 		cfs_fill_blob(dst, roff, n, VMDK_ADLER_OFF, b, 4);
+	} else if (summing && q < vmdk_data_before(roff + n)) {
+		vmdk_head_put(v, u, vmdk_data_before(roff + n), sum);
 	}
 	return true;
 }
@@ -330,6 +402,10 @@ static void vmdk_destroy(CfsView *view)
 	cfs_units_clear(&v->grains);
 	cfs_units_clear(&v->gts);
 	g_free(v->desc);
+	if (v->head_sum) {
+		g_mutex_clear(&v->head_sum->lock);
+		g_free(v->head_sum);
+	}
 }
 
 static const CfsViewOps vmdk_ops = {
@@ -345,6 +421,9 @@ static CfsView *vmdk_create(CfsExtentMap *map, GError **error)
 	VmdkView *v = (VmdkView *)view;
 	guint64 gds;
 
+	v->head_sum = g_new0(VmdkHead, 1);
+	g_mutex_init(&v->head_sum->lock);
+	v->head_sum->grain = G_MAXUINT64;
 	v->capacity = cfs_div_up(map->size, VMDK_SECTOR);
 	cfs_units_init(&v->grains, map, VMDK_GRAIN);
 	cfs_units_group(&v->gts, &v->grains, VMDK_GTES);

@@ -68,6 +68,7 @@ typedef struct {
 	double poll_s;		/* first poll interval of long operations */
 	double ebs_rate;	/* GetSnapshotBlock a second per snapshot */
 	CfsHttpBucket *ebs_account;	/* GetSnapshotBlock of the account */
+	CfsHttpBucket *ebs_list;	/* ListSnapshotBlocks of the account */
 
 	GMutex lock;
 	CfsAwsCreds *creds;	/* protected by lock; NULL until resolved */
@@ -99,7 +100,11 @@ void aws_config_clear(AwsProvider *prov);
 /* GetSnapshotBlock a second, per snapshot and per account, unless the
  * section says ebs_rate / ebs_account_rate: under EBS's 1,000. */
 #define AWS_EBS_RATE 900.0
-/* Read ebs_rate and ebs_account_rate (part of aws_config_load). */
+/* ListSnapshotBlocks a second for the account, unless the section says
+ * ebs_list_rate: under EBS's 50. */
+#define AWS_EBS_LIST_RATE 45.0
+/* Read ebs_rate, ebs_account_rate and ebs_list_rate (part of
+ * aws_config_load). */
 bool aws_config_rates(AwsProvider *prov, GKeyFile *conf, const char *section,
 		      GError **error);
 

@@ -324,26 +324,32 @@ static bool aws_conf_rate(GKeyFile *conf, const char *section,
 }
 
 /* EBS allows 1,000 GetSnapshotBlock a second per snapshot and, by
- * default, per account: stay under both before it throttles. */
+ * default, per account, and 50 ListSnapshotBlocks a second per account:
+ * stay under them before it throttles. */
 bool aws_config_rates(AwsProvider *prov, GKeyFile *conf, const char *section,
 		      GError **error)
 {
-	double account;
+	double account, list;
 
 	if (!aws_conf_rate(conf, section, "ebs_rate", AWS_EBS_RATE,
 			   &prov->ebs_rate, error) ||
 	    !aws_conf_rate(conf, section, "ebs_account_rate", AWS_EBS_RATE,
-			   &account, error))
+			   &account, error) ||
+	    !aws_conf_rate(conf, section, "ebs_list_rate", AWS_EBS_LIST_RATE,
+			   &list, error))
 		return false;
 	cfs_http_bucket_unref(prov->ebs_account);
+	cfs_http_bucket_unref(prov->ebs_list);
 	/* A burst of a tenth of a second: a window opening at once. */
 	prov->ebs_account = cfs_http_bucket_new(account, account / 10);
+	prov->ebs_list = cfs_http_bucket_new(list, list / 10);
 	return true;
 }
 
 void aws_config_clear(AwsProvider *prov)
 {
 	g_clear_pointer(&prov->ebs_account, cfs_http_bucket_unref);
+	g_clear_pointer(&prov->ebs_list, cfs_http_bucket_unref);
 	g_free(prov->profile);
 	g_free(prov->region);
 	g_strfreev(prov->regions);

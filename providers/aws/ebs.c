@@ -211,6 +211,8 @@ static bool ebs_list_blocks(AwsProvider *prov, EbsSource *es,
 					      es->snapshot_id, AWS_EBS_PAGE);
 		}
 		req = cfs_http_request_new(url);
+		if (prov->ebs_list)
+			cfs_http_request_add_bucket(req, prov->ebs_list);
 		if (!aws_sign(prov, req, "ebs", es->region, error) ||
 		    !aws_perform(prov, req, what, error))
 			goto out;

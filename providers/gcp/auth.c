@@ -146,30 +146,69 @@ const char *gcp_format_ext(const char *format)
 	return g_str_equal(format, "vpc") ? "vhd" : format;
 }
 
-static bool load_formats(GcpProvider *prov, GKeyFile *conf,
-			 const char *section, GError **error)
+/* The export tool's -format for a format name, or NULL if it writes no
+ * such format. Borrowed. */
+static const char *export_format(const char *name)
 {
 	static const char *const known[] = {
 		"vmdk", "vhdx", "vpc", "qcow2", "raw", NULL,
 	};
+
+	if (g_str_equal(name, "vhd"))
+		return "vpc";
+	return g_strv_contains(known, name) ? name : NULL;
+}
+
+/* What formats= asks for, as exports: vmdk first (disk.vmdk), then each
+ * format Google's export writes, in the mount's order. The engine shows
+ * these files instead of its views of the same names; a format the
+ * export cannot write stays a view of disk.vmdk. */
+static GStrv mount_export_formats(const char *const *views)
+{
+	g_autoptr(GPtrArray) list = g_ptr_array_new();
+
+	g_ptr_array_add(list, g_strdup("vmdk"));
+	for (const char *const *v = views; v && *v; v++) {
+		const char *f = export_format(*v);
+
+		if (f && !g_ptr_array_find_with_equal_func(list, f, g_str_equal,
+							   NULL))
+			g_ptr_array_add(list, g_strdup(f));
+	}
+	g_ptr_array_add(list, NULL);
+	return (GStrv)g_ptr_array_free(g_steal_pointer(&list), FALSE);
+}
+
+/* export_formats, if set, says which formats are exported (one file and
+ * one export each); else the mount's formats= does. */
+static bool load_formats(GcpProvider *prov, GKeyFile *conf,
+			 const char *section, const char *const *views,
+			 GError **error)
+{
 	g_autofree char *text = cfs_conf_string(conf, section, "export_formats");
 
-	prov->export_formats = split_list(text ? text : "vmdk");
+	if (!text) {
+		prov->export_formats = mount_export_formats(views);
+		return true;
+	}
+	prov->export_formats = split_list(text);
 	if (!prov->export_formats[0]) {
 		g_set_error(error, CFS_ERROR, EINVAL, "[%s] export_formats: "
 			    "empty", section);
 		return false;
 	}
 	for (char **f = prov->export_formats; *f; f++) {
-		if (g_str_equal(*f, "vhd")) {
-			g_free(*f);
-			*f = g_strdup("vpc");
-		}
-		if (!g_strv_contains(known, *f)) {
+		const char *known = export_format(*f);
+
+		if (!known) {
 			g_set_error(error, CFS_ERROR, EINVAL, "[%s] "
 				    "export_formats: '%s' is not vmdk, vhdx, "
 				    "vhd, qcow2 or raw", section, *f);
 			return false;
+		}
+		if (known != *f) {
+			g_free(*f);
+			*f = g_strdup(known);
 		}
 	}
 	return true;
@@ -189,7 +228,8 @@ static bool bucket_ok(const char *b)
 }
 
 static bool load_export(GcpProvider *prov, GKeyFile *conf,
-			const char *section, GError **error)
+			const char *section, const char *const *views,
+			GError **error)
 {
 	g_autofree char *timeout = cfs_conf_string(conf, section,
 					       "export_timeout");
@@ -218,7 +258,7 @@ static bool load_export(GcpProvider *prov, GKeyFile *conf,
 		prov->poll_s = 2.0;
 	return cfs_conf_bool(conf, section, "keep_exports", &prov->keep_exports,
 			 error) &&
-	       load_formats(prov, conf, section, error);
+	       load_formats(prov, conf, section, views, error);
 }
 
 static char *metadata_base(void)
@@ -268,7 +308,7 @@ static bool load_credentials(GcpProvider *prov, GKeyFile *conf,
 }
 
 bool gcp_config_load(GcpProvider *prov, GKeyFile *conf, const char *section,
-		     GError **error)
+		     const char *const *views, GError **error)
 {
 	g_autofree char *zones = cfs_conf_string(conf, section, "zones");
 
@@ -277,7 +317,7 @@ bool gcp_config_load(GcpProvider *prov, GKeyFile *conf, const char *section,
 	if (prov->zones && !prov->zones[0])
 		g_clear_pointer(&prov->zones, g_strfreev);
 	if (!load_credentials(prov, conf, section, error) ||
-	    !load_export(prov, conf, section, error))
+	    !load_export(prov, conf, section, views, error))
 		return false;
 	return conf_url(conf, section, "compute_url", GCP_COMPUTE_URL,
 			&prov->compute_url, error) &&

@@ -6,7 +6,8 @@
  * format, then the object as the source: ranged GETs of the GCS JSON API
  * pinned to the object's generation (a replaced object fails instead of
  * mixing bytes), each piece's CRC-32C folded into the whole object's,
- * which is checked against GCS's when the last piece is in. The image is
+ * which is checked against GCS's when the last piece is in (a mismatch
+ * condemns the whole source: CFS_SOURCE_BAD). The image is
  * deleted once the build ends; the object when the export ends, unless
  * keep_exports is set.
  */
@@ -160,9 +161,10 @@ static bool crc_check(CfsSource *src, GcsSource *gs, GError **error)
 			  "matches", gs->prov->bucket, gs->name);
 		return true;
 	}
-	g_set_error(error, CFS_ERROR, EIO, "gs://%s/%s: the CRC-32C of the "
-		    "bytes read is %08x, GCS says %08x", gs->prov->bucket,
-		    gs->name, crc, gs->crc);
+	/* The whole object is condemned: the engine drops what it cached. */
+	g_set_error(error, CFS_ERROR, CFS_SOURCE_BAD, "gs://%s/%s: CRC-32C "
+		    "mismatch: the bytes read give %08x, GCS says %08x",
+		    gs->prov->bucket, gs->name, crc, gs->crc);
 	gs->bad = true;
 	return false;
 }
@@ -186,8 +188,8 @@ static bool gcs_verify(CfsSource *src, const CfsSourcePiece *piece,
 	crc = gcp_crc32c(0, data, len);
 	locker = g_mutex_locker_new(&gs->lock);
 	if (gs->bad) {
-		g_set_error(error, CFS_ERROR, EIO, "gs://%s/%s: the CRC-32C "
-			    "of the whole object did not match",
+		g_set_error(error, CFS_ERROR, CFS_SOURCE_BAD, "gs://%s/%s: "
+			    "CRC-32C mismatch of the whole object",
 			    gs->prov->bucket, gs->name);
 		return false;
 	}

@@ -39,7 +39,9 @@ typedef struct {
 	char *cloudbuild_url;	/* ".../v1" */
 	char *storage_url;	/* ".../storage/v1" */
 	GStrv zones;		/* NULL: every zone (aggregated lists) */
-	GStrv export_formats;	/* -format: vmdk vhdx vpc qcow2 raw */
+	GStrv export_formats;	/* -format of each file of a disk: vmdk
+				 * vhdx vpc qcow2 raw (export_formats, else
+				 * vmdk and formats=) */
 	char *bucket;
 	char *prefix;		/* as given, usually ending with '/' */
 	bool keep_exports;
@@ -68,10 +70,11 @@ void gcp_disk_free(GcpDisk *d);
 
 /* --- auth.c: configuration and tokens --- */
 
-/* Read the [gcp] section, the key file and the environment. Local
- * files only. Main thread. */
+/* Read the [gcp] section, the key file and the environment; @views is
+ * the mount's formats= (CfsContext.formats). Local files only. Main
+ * thread. */
 bool gcp_config_load(GcpProvider *prov, GKeyFile *conf, const char *section,
-		     GError **error);
+		     const char *const *views, GError **error);
 void gcp_config_clear(GcpProvider *prov);
 
 /* The project to work in, found on the metadata server if nothing named

@@ -5,10 +5,13 @@
  * (disk.vmdk for the boot disk, then disk1.vmdk, … by index) and
  * info.json; disks attached to no instance under <zone>/_disks/<disk>/.
  * Opening a disk exports an image of it to Cloud Storage through Cloud
- * Build (export.c); the file's extension is the export's format.
+ * Build (export.c); the file's extension is the export's format. The
+ * mount's formats= adds files that Google exports natively (disk.vhdx,
+ * disk.qcow2, disk.vhd, disk.raw), unless export_formats names them.
  *
  * Config ([gcp]): credentials, project, zones, gcs_bucket, gcs_prefix,
- * keep_exports, export_timeout, export_formats, poll_interval, and the
+ * keep_exports, export_timeout, export_formats (overrides formats=),
+ * poll_interval, and the
  * base URLs token_url, compute_url, cloudbuild_url, storage_url,
  * metadata_url; see auth.c for the credentials Google's tools use.
  */
@@ -35,7 +38,7 @@ static CfsProvider *gcp_create(GKeyFile *conf, const char *section,
 	prov->settings = cfs_http_settings_new();
 	prov->settings->classify = gcp_classify;
 	if (!cfs_http_settings_load(prov->settings, conf, section, error) ||
-	    !gcp_config_load(prov, conf, section, error)) {
+	    !gcp_config_load(prov, conf, section, ctx->formats, error)) {
 		gcp_free(&prov->base);
 		return NULL;
 	}

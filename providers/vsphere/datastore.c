@@ -6,6 +6,8 @@
  * powered-on VM's files are locked: a temporary snapshot (no memory, no
  * quiescing) freezes its base disks, which are read instead; the snapshot
  * is removed when the export ends. The VM is never powered off or edited.
+ * Where changed block tracking is on, its areas are the allocation map
+ * (cbt.c): holes are never fetched.
  */
 #include <string.h>
 
@@ -91,16 +93,27 @@ long vs_datastore_probe(VsProvider *prov, const char *url, char **validator,
 
 /* --- the source --- */
 
+/* One ranged GET for each data extent of [off, off+len): holes need none. */
 static bool ds_plan(CfsSource *src, guint64 off, guint64 len, GArray *pieces,
 		    GError **error)
 {
 	DsSource *ds = src->priv;
-	CfsSourcePiece piece = {cfs_http_request_new(ds->url), off, len};
+	guint64 end = off + len, pos = off, data, hole;
 
-	piece.req->has_range = true;
-	piece.req->range_start = off;
-	piece.req->range_end = off + len - 1;
-	g_array_append_val(pieces, piece);
+	while (pos < end && cfs_extent_map_next_data(src->map, pos, &data) &&
+	       data < end) {
+		CfsSourcePiece piece = {cfs_http_request_new(ds->url), data, 0};
+
+		if (!cfs_extent_map_next_hole(src->map, data, &hole) ||
+		    hole > end)
+			hole = end;
+		piece.length = hole - data;
+		piece.req->has_range = true;
+		piece.req->range_start = data;
+		piece.req->range_end = hole - 1;
+		g_array_append_val(pieces, piece);
+		pos = hole;
+	}
 	return true;
 }
 
@@ -318,6 +331,39 @@ static bool check_flat(VsProvider *prov, DsSource *ds, const VsDisk *d,
 	return false;
 }
 
+/* The allocation map: changed block tracking's where it is on, and the
+ * whole disk where the server refuses (a fault: tracking was turned off,
+ * the disk was never tracked). Answers that do not hold together fail the
+ * export. */
+static CfsExtentMap *ds_map(VsProvider *prov, const VsDisk *d,
+			    const DsSource *ds, GError **error)
+{
+	g_autoptr(GError) local = NULL;
+	g_autofree char *fault = NULL;
+	CfsExtentMap *map;
+	guint answers = 0;
+
+	if (!d->cbt)
+		return cfs_extent_map_new_full(d->capacity);
+	map = vs_cbt_map(prov, d, &ds->snapshot, &fault, &answers, &local);
+	if (map) {
+		g_message("%s: %s: changed block tracking: %" G_GUINT64_FORMAT
+			  " of %" G_GUINT64_FORMAT " bytes hold data, in %u "
+			  "areas (%u answers)",
+			  prov->base.name, ds->what, map->data_bytes, map->size,
+			  map->n, answers);
+		return map;
+	}
+	if (!fault) {
+		g_propagate_error(error, g_steal_pointer(&local));
+		return NULL;
+	}
+	g_message("%s: %s: no allocation map from changed block tracking "
+		  "(%s); every byte of the disk is read",
+		  prov->base.name, ds->what, local->message);
+	return cfs_extent_map_new_full(d->capacity);
+}
+
 CfsSource *vs_datastore_export_start(VsProvider *prov, CfsDisk *disk,
 				     CfsExportReport *report, GError **error)
 {
@@ -357,9 +403,15 @@ CfsSource *vs_datastore_export_start(VsProvider *prov, CfsDisk *disk,
 		cfs_source_free(src);
 		return NULL;
 	}
+	src->map = ds_map(prov, d, ds, error);
+	if (!src->map) {
+		g_prefix_error(error, "%s: ", ds->what);
+		vs_datastore_export_end(prov, disk, src);
+		cfs_source_free(src);
+		return NULL;
+	}
 	src->size = d->capacity;
 	src->random = true;
-	src->map = cfs_extent_map_new_full(src->size);
 	src->settings = cfs_http_settings_ref(prov->settings);
 	/* A snapshot is new bytes each time; a powered-off VM's file is the
 	 * same while its validator is. */

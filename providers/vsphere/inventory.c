@@ -11,6 +11,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/util.h"
 #include "providers/vsphere/vsphere-private.h"
 
 /* Objects per page asked for, and the most pages followed. */
@@ -103,20 +104,15 @@ static void destroy_view(VsProvider *prov, const VsRef *view)
 		g_debug("%s: DestroyView: %s", prov->base.name, error->message);
 }
 
-static const char *const vm_paths[] = {
-    "name",
-    "parent",
-    "runtime.powerState",
-    "config.template",
-    "config.uuid",
-    "config.guestId",
-    "config.guestFullName",
-    "config.hardware.numCPU",
-    "config.hardware.memoryMB",
-    "config.hardware.device",
-    "config.changeTrackingEnabled",
-    NULL,
-};
+#define VS_VM_PATHS                                                            \
+	"name", "parent", "runtime.powerState", "runtime.bootTime",            \
+	    "config.template", "config.uuid", "config.guestId",                \
+	    "config.guestFullName", "config.hardware.numCPU",                  \
+	    "config.hardware.memoryMB", "config.hardware.device",              \
+	    "config.changeTrackingEnabled"
+static const char *const vm_paths[] = {VS_VM_PATHS, "config.createDate", NULL};
+/* A server before vSphere 6.7 has no config.createDate. */
+static const char *const vm_paths_undated[] = {VS_VM_PATHS, NULL};
 static const char *const named[] = {"name", "parent", NULL};
 static const char *const snapshot_paths[] = {"name", "snapshot", NULL};
 
@@ -172,7 +168,7 @@ static void take_page(xmlNode *rv, GHashTable *objs, char **token)
 
 /* Every object of the view: moref value -> VsObj; the answers in @docs. */
 static bool retrieve_all(VsProvider *prov, const char *spec, GHashTable *objs,
-			 GPtrArray *docs, GError **error)
+			 GPtrArray *docs, char **fault, GError **error)
 {
 	g_autoptr(GHashTable) seen =
 	    g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -181,8 +177,8 @@ static bool retrieve_all(VsProvider *prov, const char *spec, GHashTable *objs,
 	xmlNode *resp;
 	xmlDoc *doc;
 
-	doc =
-	    vs_call(prov, "RetrievePropertiesEx", pc, spec, &resp, NULL, error);
+	doc = vs_call(prov, "RetrievePropertiesEx", pc, spec, &resp, fault,
+		      error);
 	for (guint pages = 1; doc; pages++) {
 		g_autoptr(GString) args = g_string_new(NULL);
 
@@ -490,6 +486,20 @@ static CfsDisk *make_disk(VsListCtx *lc, const VsObj *vm, const VsRef *ref,
 	return disk;
 }
 
+/* A datastore disk of a VM with changed block tracking: its map comes
+ * with the export (QueryChangedDiskAreas), so its VMDK's size is known
+ * then. */
+static void disk_track(CfsDisk *disk, json_object *jd)
+{
+	VsDisk *d = disk->priv;
+
+	if (d->nfc)
+		return;
+	d->cbt = true;
+	g_clear_pointer(&disk->map, cfs_extent_map_unref);
+	json_str(jd, "allocation", "changed block tracking");
+}
+
 static json_object *disk_json(const VsDev *dev, GHashTable *ctrls)
 {
 	json_object *jd = json_object_new_object();
@@ -508,6 +518,20 @@ static json_object *disk_json(const VsDev *dev, GHashTable *ctrls)
 	json_object_object_add(jd, "snapshot_chain",
 			       json_object_new_boolean(dev->chained));
 	return jd;
+}
+
+/* The VM's time: when it was created where the server says (vSphere 6.7
+ * and later), else when it was last powered on; both in info.json. */
+static void vm_times(CfsVm *vm, json_object *j, const xmlNode *props)
+{
+	g_autofree char *created = prop_text(props, "config.createDate");
+	g_autofree char *booted = prop_text(props, "runtime.bootTime");
+
+	vm->mtime = cfs_parse_iso8601(created);
+	if (!vm->mtime)
+		vm->mtime = cfs_parse_iso8601(booted);
+	json_str(j, "create_date", created);
+	json_str(j, "boot_time", booted);
 }
 
 /* The OVF and the OVA of @vm, whose disks are listed. */
@@ -564,6 +588,9 @@ static CfsVm *make_vm(VsListCtx *lc, const char *moref, const VsObj *o,
 	json_object *jdisks = json_object_new_array();
 	VsRef ref = {(char *)"VirtualMachine", (char *)moref};
 	bool on = g_strcmp0(power, "poweredOn") == 0;
+	g_autofree char *tracked =
+	    prop_text(o->props, "config.changeTrackingEnabled");
+	bool cbt = g_strcmp0(tracked, "true") == 0;
 	CfsVm *vm;
 
 	vm = cfs_vm_new(path);
@@ -583,8 +610,9 @@ static CfsVm *make_vm(VsListCtx *lc, const char *moref, const VsObj *o,
 	json_object_object_add(j, "memory_mb",
 			       json_object_new_int(prop_int(
 				   o->props, "config.hardware.memoryMB")));
-	json_take(j, "change_tracking",
-		  prop_text(o->props, "config.changeTrackingEnabled"));
+	json_object_object_add(j, "change_tracking",
+			       json_object_new_boolean(cbt));
+	vm_times(vm, j, o->props);
 	json_str(j, "datacenter", place->dc);
 	json_str(j, "folder", place->folders);
 	json_str(j, "server", prov->authority);
@@ -600,6 +628,9 @@ static CfsVm *make_vm(VsListCtx *lc, const char *moref, const VsObj *o,
 		if (disk) {
 			g_autofree char *file =
 			    g_strdup_printf("%s.%s", disk->name, "vmdk");
+
+			if (cbt)
+				disk_track(disk, jd);
 
 			json_str(jd, "file", file);
 			g_ptr_array_add(vm->disks, disk);
@@ -625,7 +656,8 @@ bool vs_list(VsProvider *prov, GPtrArray *vms, GError **error)
 	g_autoptr(GPtrArray) docs =
 	    g_ptr_array_new_with_free_func((GDestroyNotify)xmlFreeDoc);
 	VsListCtx lc = {prov, objs, probed};
-	g_autofree char *spec = NULL;
+	g_autofree char *spec = NULL, *fault = NULL;
+	g_autoptr(GError) local = NULL;
 	VsRef view = {0};
 	GHashTableIter it;
 	gpointer key, value;
@@ -635,7 +667,18 @@ bool vs_list(VsProvider *prov, GPtrArray *vms, GError **error)
 	    !create_view(prov, &view, error))
 		return false;
 	spec = retrieve_spec(&view, vm_paths, true);
-	ok = retrieve_all(prov, spec, objs, docs, error);
+	ok = retrieve_all(prov, spec, objs, docs, &fault, &local);
+	if (!ok && g_strcmp0(fault, "InvalidProperty") == 0) {
+		g_debug("%s: %s; listing without config.createDate",
+			prov->base.name, local->message);
+		g_clear_error(&local);
+		g_hash_table_remove_all(objs);
+		g_free(spec);
+		spec = retrieve_spec(&view, vm_paths_undated, true);
+		ok = retrieve_all(prov, spec, objs, docs, NULL, &local);
+	}
+	if (!ok)
+		g_propagate_error(error, g_steal_pointer(&local));
 	destroy_view(prov, &view);
 	vs_ref_clear(&view);
 	if (!ok)
@@ -709,7 +752,7 @@ void vs_snapshot_sweep(VsProvider *prov, bool at_unmount)
 		return;
 	}
 	spec = retrieve_spec(&view, snapshot_paths, false);
-	ok = retrieve_all(prov, spec, objs, docs, &error);
+	ok = retrieve_all(prov, spec, objs, docs, NULL, &error);
 	destroy_view(prov, &view);
 	vs_ref_clear(&view);
 	if (!ok) {

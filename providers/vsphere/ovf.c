@@ -3,7 +3,9 @@
  * The OVF 1.x descriptor of a VM, written here rather than asked of the
  * server (OvfManager.CreateDescriptor names the files its own way): the
  * disks as the OVA holds them ("<vm>-disk1.vmdk", streamOptimized), with
- * their capacities, CPUs, memory and one SCSI controller per 15 disks.
+ * their capacities and, where the allocation map is known when listing,
+ * the size of each VMDK; CPUs, memory and one SCSI controller per 15
+ * disks.
  */
 #include <string.h>
 
@@ -32,15 +34,60 @@ static void item(GString *s, guint id, guint type, const char *name,
 	    id, type, extra);
 }
 
+/* Units of @unit bytes that hold data in @map. */
+static guint64 units_used(const CfsExtentMap *map, guint64 unit)
+{
+	guint64 n = 0, prev = G_MAXUINT64;
+
+	for (guint i = 0; i < map->n; i++) {
+		guint64 first = map->ext[i].offset / unit;
+		guint64 last =
+		    (map->ext[i].offset + map->ext[i].length - 1) / unit;
+
+		n += last - first + 1 - (first == prev ? 1 : 0);
+		prev = last;
+	}
+	return n;
+}
+
+/*
+ * The size of the streamOptimized VMDK the engine makes of @map (the
+ * layout README.md describes: 128 sectors of header and descriptor; each
+ * 64 KiB grain that holds data as a marker and a zlib stream of stored
+ * blocks, 129 sectors; each grain table that maps data as a marker and 4
+ * sectors; the grain directory's marker and sectors; footer marker,
+ * footer, end-of-stream marker). 0 when no such view can be made.
+ */
+static guint64 vmdk_view_size(const CfsExtentMap *map)
+{
+	const guint64 grain = 64 << 10, gtes = 512;
+	guint64 sectors = (map->size + 511) / 512;
+	guint64 gds = (sectors + 128 * gtes - 1) / (128 * gtes);
+	guint64 trailer = 128 + units_used(map, grain) * 129 +
+			  units_used(map, grain * gtes) * 5;
+
+	if (trailer > G_MAXUINT32)
+		return 0;
+	return (trailer + 1 + (gds * 4 + 511) / 512 + 3) * 512;
+}
+
 static void references(GString *s, const VsOvfVm *vm)
 {
 	g_string_append(s, "  <References>\n");
 	for (guint i = 0; i < vm->disks->len; i++) {
+		const CfsDisk *disk = vm->disks->pdata[i];
 		g_autofree char *id = g_strdup_printf("file%u", i + 1);
+		guint64 size = 0;
 
+		/* Known for a view of a map the listing gave. */
+		if (disk->map && g_strcmp0(disk->present, "vmdk") == 0)
+			size = vmdk_view_size(disk->map);
 		g_string_append(s, "    <File");
 		attr(s, "ovf:href", vm->files->pdata[i]);
 		attr(s, "ovf:id", id);
+		if (size)
+			g_string_append_printf(
+			    s, " ovf:size=\"%" G_GUINT64_FORMAT "\"", size);
 		g_string_append(s, "/>\n");
 	}
 	g_string_append(s, "  </References>\n");

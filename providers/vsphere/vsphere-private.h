@@ -3,7 +3,8 @@
  * The vSphere provider's private types: the instance made from a [vsphere]
  * section (vsphere.c), the vim25 SOAP client and its session (soap.c),
  * the inventory (inventory.c), OVF descriptors (ovf.c), datastore reads
- * and temporary snapshots (datastore.c) and NFC export leases (nfc.c).
+ * and temporary snapshots (datastore.c), changed block tracking (cbt.c)
+ * and NFC export leases (nfc.c).
  *
  * Threads: create and free on the main thread; everything that calls the
  * server on the control pool; a source's plan and authorize on the network
@@ -93,6 +94,8 @@ typedef struct {
 			   * datastore */
 	bool chained;	  /* has a parent (the VM has snapshots): the
 			   * flat file alone is not the disk */
+	bool cbt;	  /* changed block tracking is on: the map comes
+			   * from QueryChangedDiskAreas at export */
 	char *device;	  /* "VirtualLsiLogicController0:1": how an
 			   * NFC lease's deviceUrl key ends */
 	guint index;	  /* among the VM's listed disks */
@@ -187,6 +190,19 @@ void vs_datastore_export_end(VsProvider *prov, CfsDisk *disk, CfsSource *src);
 /* Remove the snapshot @snap of the VM @vm (for messages) and wait;
  * failures are logged. Control pool. */
 void vs_snapshot_remove(VsProvider *prov, const VsRef *snap, const char *vm);
+
+/* --- cbt.c --- */
+
+/*
+ * The allocation map of disk @d from changed block tracking
+ * (QueryChangedDiskAreas, change id "*", asked again from where each answer
+ * ended), of the base disk the snapshot @snap froze when it is not NULL;
+ * the number of answers in @answers. NULL with an error when the server
+ * faults (its type in @fault, transfer full: tracking off, an unknown
+ * change id) or its answers do not hold together. Control pool.
+ */
+CfsExtentMap *vs_cbt_map(VsProvider *prov, const VsDisk *d, const VsRef *snap,
+			 char **fault, guint *answers, GError **error);
 
 /* --- inventory.c --- */
 

@@ -118,7 +118,9 @@ What it adds to moto
   seconds (a real region's first-byte time); --block-rate N (or
   "block_rate") answers 429 ThrottlingException to a GetSnapshotBlock
   beyond N in the last second for its snapshot, as EBS does at 1,000
-  (counted in faults_injected as "Throttled").
+  (counted in faults_injected as "Throttled"); "list_rate" N does the
+  same to ListSnapshotBlocks beyond N a second for the account, as EBS
+  does at 50 (counted as "ThrottledList").
 * --strict N: signatures are checked after the first N requests (moto's
   INITIAL_NO_AUTH_ACTION_COUNT; seeding does not count). Use the first
   calls to create an IAM user and access key (iam CreateUser,
@@ -171,7 +173,8 @@ QEMU_IMG = "/usr/bin/qemu-img"
 CFG = {"snapshot_seconds": 1.5, "export_seconds": 3.0,
        "block_size": 524288, "region": "us-east-1",
        "block_token_seconds": 7 * 86400, "creds_seconds": 3600,
-       "container_token": None, "delay": 0.0, "block_rate": 0}
+       "container_token": None, "delay": 0.0, "block_rate": 0,
+       "list_rate": 0}
 BLOCK_TIMES = {}               # snapshot id -> deque of call times; LOCK
 EXPIRING = {}                  # access key id -> epoch; protected by LOCK
 IMDS_TOKENS = set()            # protected by LOCK
@@ -650,23 +653,35 @@ def fault_for(action):
         return dict(f)
 
 
-def over_block_rate(path):
-    """Whether a GetSnapshotBlock is one too many in the last second for
-    its snapshot (--block-rate); counts it as Throttled if so."""
-    limit = CFG["block_rate"]
+def over_rate(key, limit, counter):
+    """Whether a call is one too many in the last second for @key;
+    counts it in faults_injected under @counter if so."""
     if not limit:
         return False
-    snap = path.split("/")[2] if path.count("/") >= 3 else ""
     now = time.monotonic()
     with LOCK:
-        times = BLOCK_TIMES.setdefault(snap, collections.deque())
+        times = BLOCK_TIMES.setdefault(key, collections.deque())
         while times and times[0] <= now - 1.0:
             times.popleft()
         if len(times) >= limit:
-            INJECTED["Throttled"] = INJECTED.get("Throttled", 0) + 1
+            INJECTED[counter] = INJECTED.get(counter, 0) + 1
             return True
         times.append(now)
     return False
+
+
+def over_block_rate(path):
+    """Whether a GetSnapshotBlock is one too many in the last second for
+    its snapshot (--block-rate); counts it as Throttled if so."""
+    snap = path.split("/")[2] if path.count("/") >= 3 else ""
+    return over_rate(snap, CFG["block_rate"], "Throttled")
+
+
+def over_list_rate():
+    """Whether a ListSnapshotBlocks is one too many in the last second
+    for the account (list_rate; EBS allows 50); counts it as
+    ThrottledList if so."""
+    return over_rate(" list", CFG["list_rate"], "ThrottledList")
 
 
 def fault_response(service, action, f):
@@ -826,8 +841,9 @@ def control(method, path, body):
                             if k in ("snapshot_seconds", "export_seconds",
                                      "block_token_seconds",
                                      "creds_seconds", "delay")})
-                if "block_rate" in data:
-                    CFG["block_rate"] = int(data["block_rate"])
+                for k in ("block_rate", "list_rate"):
+                    if k in data:
+                        CFG[k] = int(data[k])
                 for k in ("container_token", "sso_token"):
                     if k in data:
                         CFG[k] = data[k]
@@ -863,7 +879,9 @@ class Middleware:
             start_response(f"{status} Expired", headers)
             return [out]
         f = fault_for(action)
-        if not f and action == "GetSnapshotBlock" and over_block_rate(path):
+        if not f and ((action == "GetSnapshotBlock" and
+                       over_block_rate(path)) or
+                      (action == "ListSnapshotBlocks" and over_list_rate())):
             f = {"status": 429, "code": "ThrottlingException",
                  "message": "Rate exceeded"}
         if not f and CFG["delay"] and action in ("GetSnapshotBlock",

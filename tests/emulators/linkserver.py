@@ -18,17 +18,22 @@ SIGTERM or SIGINT.
 --max-inflight N answer 503 Slow Down (Retry-After: 0) to a request that
                  arrives while N others are being answered (0: never)
 
+A folder answers an HTML index of its files (rclone's http backend lists
+a site that way).
+
 GET /_link/stats answers {"requests", "inflight_peak", "throttled",
 "bytes"}; POST /_link/stats/reset zeroes them.
 """
 
 import argparse
+import html
 import json
 import os
 import signal
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SLICE = 256 * 1024
@@ -129,6 +134,17 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 st.inflight -= 1
 
+    def _index(self, path):
+        """A folder as a web server's index page: what rclone's http
+        backend and browsers read."""
+        names = sorted(n + ("/" if os.path.isdir(os.path.join(path, n))
+                            else "") for n in os.listdir(path))
+        body = "<html><body>\n%s</body></html>\n" % "".join(
+            '<a href="%s">%s</a><br>\n' % (html.escape(urllib.parse.quote(n)),
+                                          html.escape(n)) for n in names)
+        self._plain(200, body.encode(), [("Content-Type",
+                                          "text/html; charset=utf-8")])
+
     def _serve(self):
         srv = self.server
         path = os.path.realpath(os.path.join(srv.root,
@@ -136,6 +152,10 @@ class Handler(BaseHTTPRequestHandler):
                                              .lstrip("/")))
         if srv.delay:
             time.sleep(srv.delay)
+        if path == srv.root or (path.startswith(srv.root + os.sep) and
+                                os.path.isdir(path)):
+            self._index(path)
+            return
         if not path.startswith(srv.root + os.sep) or \
                 not os.path.isfile(path):
             self._plain(404, b"not found")
@@ -194,6 +214,14 @@ class Handler(BaseHTTPRequestHandler):
 class LinkServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        # A client that has what it wants closes its connections early
+        # (aria2c does at the end of a download): not an error here.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError,
+                                          ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def main():

@@ -230,6 +230,42 @@ def test_throttling_with_400(emu, mount, monkeypatch, tmp_path):
     qemu_compare(emu.images["web01"][0].path, dst, "vmdk")
 
 
+@pytest.fixture
+def quota(emu):
+    """The launcher enforcing EBS's request quotas, scaled down."""
+    yield emu
+    emu.config(block_rate=0, list_rate=0)
+
+
+@pytest.mark.parametrize("keep_under", [True, False])
+def test_ebs_quotas_kept(keep_under, quota, mount, monkeypatch, tmp_path):
+    """GetSnapshotBlock a second per snapshot and ListSnapshotBlocks a
+    second per account stay under what the service allows (its quotas,
+    here 5 and 1 a second), so it never has to throttle; the same copy
+    with rates above the quotas is throttled, and the test sees it."""
+    aws_env(monkeypatch)
+    rates = ({"ebs_rate": "4", "ebs_account_rate": "4",
+              "ebs_list_rate": "0.8"} if keep_under else
+             {"ebs_rate": "1000", "ebs_account_rate": "1000",
+              "ebs_list_rate": "1000"})
+    m = mount(config_text=aws_config(quota, **rates))
+    quota.config(block_rate=5, list_rate=1)
+    db = vm_dir(m, quota, "db01")
+    boot, data = quota.images["db01"]
+    dst = [tmp_path / "boot.vmdk", tmp_path / "data.vmdk"]
+    copies = [subprocess.Popen(["cp", str(db / name), str(out)])
+              for name, out in zip(("disk.vmdk", "disk1.vmdk"), dst)]
+    assert [c.wait(timeout=120) for c in copies] == [0, 0]
+    qemu_compare(boot.path, dst[0], "vmdk")
+    qemu_compare(data.path, dst[1], "vmdk")
+    throttled = (quota.injected("Throttled"),
+                 quota.injected("ThrottledList"))
+    if keep_under:
+        assert throttled == (0, 0)
+    else:
+        assert throttled[0] > 0 and throttled[1] > 0, throttled
+
+
 # --- export mode ---------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["image", "instance"])

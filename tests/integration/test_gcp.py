@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import MiB, read_all, read_range, run_tool, wait_until
+from conftest import (MiB, allocated_bytes, call_with_timeout, read_all,
+                      read_range, run_tool, wait_until)
 from gcp_fixtures import (ServiceAccountKey, gcp, gcp_config,  # noqa: F401
                           gcp_key, gcp_server)
 
@@ -185,8 +186,12 @@ def test_attached_disk_and_keep_exports(gcp, mount, tmp_path):
 
 
 def test_raw_view_through_the_vmdk_reader(gcp, mount):
+    """export_formats = vmdk: formats=raw is a view of disk.vmdk's
+    export through the compressed-VMDK reader, not an export of its
+    own."""
     vm = seed_web(gcp)
-    m = mount(config_text=gcp_config(gcp), options={"formats": "raw"})
+    m = mount(config_text=gcp_config(gcp, export_formats="vmdk"),
+              options={"formats": "raw"})
     raw = disk_path(m, name="disk.raw")
     img = vm["disks"][0]["raw"]
     # Unknown until the export ends, then the disk's size.
@@ -196,6 +201,38 @@ def test_raw_view_through_the_vmdk_reader(gcp, mount):
     assert read_range(raw, img.size, 1 * MiB) == bytes(1 * MiB)
     assert read_range(raw, (1 << 30) - 4096, 4096) == bytes(4096)
     assert gcp.calls("cloudbuild.builds.create") == 1, "one export only"
+
+
+def build_formats(gcp):
+    return sorted(a.split("=", 1)[1] for b in gcp.builds().values()
+                  for a in b["steps"][0]["args"] if a.startswith("-format="))
+
+
+def test_formats_are_exported_natively(gcp, mount, tmp_path):
+    """formats=vhdx,raw: Google's export writes those formats, and the
+    provider's files take the names the engine's views would have."""
+    vm = seed_web(gcp, size=2 * MiB)
+    m = mount(config_text=gcp_config(gcp), options={"formats": "vhdx:raw"})
+    web = m.path / "gcp" / ZONE / "web01"
+    assert {"disk.vmdk", "disk.vhdx", "disk.raw", "disk1.vmdk",
+            "disk1.vhdx", "disk1.raw"} <= set(names(web))
+    info = json.loads((web / "info.json").read_text())
+    assert info["disks"][0]["files"] == ["disk.vmdk", "disk.vhdx",
+                                         "disk.raw"]
+
+    dst = tmp_path / "web01.vhdx"
+    run_tool(["cp", web / "disk.vhdx", dst], timeout=90)
+    run_tool(["qemu-img", "check", "-f", "vhdx", dst])
+    qemu_compare(vm["disks"][0]["raw"].path, dst, "vhdx")
+    assert build_formats(gcp) == ["vhdx"], "one export, in vhdx"
+    assert progress_line(m, "gcp/%s/web01/disk.vhdx.progress"
+                         % ZONE)["state"] == "complete"
+
+    # disk.raw is Google's raw export too: a few bytes of it.
+    img = vm["disks"][0]["raw"]
+    assert read_range(web / "disk.raw", 1 * MiB, 64 * 1024) == \
+        img.read(1 * MiB, 64 * 1024)
+    assert build_formats(gcp) == ["raw", "vhdx"]
 
 
 def test_export_formats_from_config(gcp, mount, tmp_path):
@@ -291,15 +328,62 @@ def test_object_that_vanishes(gcp, mount, tmp_path):
     assert line["state"] == "failed" and "404" in line["error"], line
 
 
-def test_corrupted_bytes_fail_the_crc32c(gcp, mount, tmp_path):
-    seed_web(gcp)
-    gcp.faults({"corrupt": {"count": 1}})
+def cached_data_bytes(m):
+    """Bytes the data files of the mount's cache folders hold."""
+    return sum(allocated_bytes(d / "data") for d in m.cache_dir.iterdir()
+               if (d / "data").exists())
+
+
+def read_to_the_end(fd):
+    """Read @fd from its start to the end; the bytes, or the OSError."""
+    out = bytearray()
+    while True:
+        try:
+            got = os.read(fd, 1 * MiB)
+        except OSError as exc:
+            return exc
+        if not got:
+            return bytes(out)
+        out += got
+
+
+def test_crc32c_mismatch_drops_the_export(gcp, mount, tmp_path):
+    """Media with a byte flipped and the metadata's crc32c kept: the
+    whole-object check fails the export, drops what the cache held of
+    it (no earlier byte is served again) and deletes the object; the
+    next open exports again."""
+    vm = seed_web(gcp)
+    gcp.faults({"corrupt": {"count": 1000}})
     m = mount(config_text=gcp_config(gcp), options={"chunk_size": "1M"})
-    proc = subprocess.run(["cp", disk_path(m), tmp_path / "x.vmdk"],
-                          capture_output=True, text=True, timeout=90)
-    assert proc.returncode != 0, "a corrupted object was copied"
-    assert gcp.injected("corrupt") == 1
-    assert "CRC-32C" in m.log_text()
+    src = disk_path(m)
+    rel = "gcp/%s/web01/disk.vmdk.progress" % ZONE
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        got = call_with_timeout(lambda: read_to_the_end(fd), 90)
+        assert isinstance(got, OSError), "a corrupted object was copied"
+        assert got.errno == errno.EIO, got
+        line = progress_line(m, rel)
+        assert line["state"] == "failed", line
+        assert "CRC-32C mismatch" in line["error"], line
+        # An earlier region, cached before the check failed, is not
+        # served from the cache.
+        with pytest.raises(OSError) as exc:
+            call_with_timeout(lambda: os.pread(fd, 4096, 0), 30)
+        assert exc.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    assert gcp.injected("corrupt") >= 1
+    wait_until(lambda: cached_data_bytes(m) == 0, 20,
+               what="the cached chunks to be dropped")
+    wait_until(lambda: gcp.objects() == {}, 20, what="the object's delete")
+    assert "cached bytes of the bad source dropped" in m.log_text()
+
+    gcp.clear_faults()
+    dst = tmp_path / "web01.vmdk"
+    run_tool(["cp", src, dst], timeout=90)
+    qemu_compare(vm["disks"][0]["raw"].path, dst, "vmdk")
+    assert gcp.calls("cloudbuild.builds.create") == 2
+    assert progress_line(m, rel)["state"] == "complete"
 
 
 def test_throttling_backs_off(gcp, mount, tmp_path):

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
 """The vsphere provider against the vSphere emulator (tests/emulators/vcsim):
 the tree and info.json, datastore copies of powered-off and running VMs
-checked with qemu-img, NFC leases kept alive, completed and aborted, the
-OVF and OVA, TLS trust (CA file, pinned thumbprint), and clear failures."""
+checked with qemu-img, changed block tracking as the allocation map (holes
+never fetched, lying answers refused), NFC leases kept alive, completed and
+aborted, the OVF and OVA, VM times, TLS trust (CA file, pinned thumbprint),
+and clear failures."""
 
 import json
 import os
@@ -22,6 +24,10 @@ OFF_VM = "DC0_C0_RP0_VM1"      # powered off, two disks (2 MiB, 3 MiB)
 ON_VM = "DC0_C0_RP0_VM0"       # powered on, one 4 MiB disk
 FOLDER_VM = "DC0_H0_VM0"       # in vm/Prod, powered on
 TEMPLATE = "DC0_H0_VM1"        # a template, powered off
+CBT_VM = "DC0_C0_RP0_VM2"      # powered off, changed block tracking, 4 MiB
+CBT_ON_VM = "DC0_H0_VM2"       # powered on, changed block tracking, 4 MiB,
+                               # no config.createDate
+BLOCK = 64 << 10               # the emulator's tracking granularity
 
 def need_qemu_img():
     if shutil.which("qemu-img") is None:
@@ -288,7 +294,142 @@ def test_ovf_and_ova(vcsim, mount, tmp_path):
                      "%s-disk2.vmdk" % OFF_VM]
     with tarfile.open(ova) as t:
         t.extract(names[1], tmp_path)
+        members = {x.name: x.size for x in t.getmembers()}
     qemu_compare(flat, tmp_path / names[1])
+    # each File's ovf:size is the size of its VMDK inside the OVA, and of
+    # the disk's own disk.vmdk
+    files = {x.get(O + "href"): x.get(O + "size")
+             for x in ovf.iter(O + "File")}
+    assert files == {n: str(members[n]) for n in names[1:]}
+    assert int(files[names[1]]) == os.stat(d / "disk.vmdk").st_size
+    assert int(files[names[2]]) == os.stat(d / "disk1.vmdk").st_size
+
+
+def test_ovf_without_sizes_until_the_map_is_known(vcsim, mount):
+    """A VM with changed block tracking: its VMDK's size shows with the
+    export, so its File has no ovf:size."""
+    m = mount(config_text=config(vcsim))
+    ovf = ET.fromstring((vm_dir(m, CBT_VM) / ("%s.ovf" % CBT_VM))
+                        .read_bytes())
+    O = "{http://schemas.dmtf.org/ovf/envelope/1}"
+    files = list(ovf.iter(O + "File"))
+    assert len(files) == 1 and files[0].get(O + "size") is None
+    assert files[0].get(O + "href") == "%s-disk1.vmdk" % CBT_VM
+
+
+# --- changed block tracking ----------------------------------------------------
+
+def blocks_of(extents):
+    """Bytes of the 64 KiB blocks that extents touch."""
+    used = set()
+    for off, length in extents:
+        used.update(range(off // BLOCK, (off + length - 1) // BLOCK + 1))
+    return len(used) * BLOCK
+
+
+def fetched(vcsim):
+    """Bytes served from the datastore, less the one-byte probes."""
+    c = vcsim.counters()
+    return c.get("folder.bytes", 0), c.get("folder.gets", 0)
+
+
+def test_cbt_map_holes_never_fetched(vcsim, mount, tmp_path):
+    need_qemu_img()
+    extents = [(0, 4096), (MiB + 5, 70000), (3 * MiB, BLOCK)]
+    flat = vcsim.seed(CBT_VM, extents=extents, seed=21)
+    data = blocks_of(extents)
+    vcsim.faults(cbt_span=MiB)
+    m = mount(config_text=config(vcsim), options={"formats": "raw"})
+    d = vm_dir(m, CBT_VM)
+    info = json.loads((d / "info.json").read_text())
+    assert info["change_tracking"] is True
+    assert info["disks"][0]["allocation"] == "changed block tracking"
+    raw = copy(d / "disk.raw", tmp_path / "d.raw")
+    assert raw.read_bytes() == open(flat, "rb").read()
+    qemu_compare(flat, copy(d / "disk.vmdk", tmp_path / "d.vmdk"))
+    # the map came in parts (4 MiB in 1 MiB answers) ...
+    assert vcsim.counter("cbt.answers") == 4
+    # ... and only its areas were read: the probes are one byte each
+    nbytes, gets = fetched(vcsim)
+    assert data <= nbytes <= data + gets
+    # du sees the data alone; the VMDK's size is exact now
+    assert os.stat(d / "disk.raw").st_blocks * 512 == data
+    assert os.stat(d / "disk.raw").st_size == 4 * MiB
+    assert os.stat(d / "disk.vmdk").st_size == \
+        os.path.getsize(tmp_path / "d.vmdk")
+    assert "changed block tracking: %d of %d bytes hold data" \
+        % (data, 4 * MiB) in m.log_text()
+
+
+def test_cbt_of_running_vm_asks_about_the_snapshot(vcsim, mount, tmp_path):
+    need_qemu_img()
+    extents = [(BLOCK * 3, 1000), (2 * MiB, 3 * BLOCK)]
+    flat = vcsim.seed(CBT_ON_VM, extents=extents, seed=22)
+    m = mount(config_text=config(vcsim))
+    qemu_compare(flat, copy(vm_dir(m, CBT_ON_VM) / "disk.vmdk",
+                            tmp_path / "on.vmdk"))
+    assert vcsim.counter("cbt.snapshot") >= 1
+    nbytes, gets = fetched(vcsim)
+    assert blocks_of(extents) <= nbytes <= blocks_of(extents) + gets
+    wait_until(lambda: vcsim.vm(CBT_ON_VM)["snapshots"] == 0, 20,
+               what="the temporary snapshot removed")
+    assert vcsim.vm(CBT_ON_VM)["power_state"] == "poweredOn"
+
+
+def test_cbt_fault_falls_back_to_the_whole_disk(vcsim, mount, tmp_path):
+    """Tracking turned off after the listing: a FileFault, then every byte
+    is read."""
+    need_qemu_img()
+    flat = vcsim.seed(CBT_VM, extents=[(MiB, 4096)], seed=23)
+    vcsim.faults(cbt_off=True)
+    m = mount(config_text=config(vcsim))
+    qemu_compare(flat, copy(vm_dir(m, CBT_VM) / "disk.vmdk",
+                            tmp_path / "d.vmdk"))
+    assert vcsim.counter("cbt.faults") >= 1
+    assert fetched(vcsim)[0] >= 4 * MiB
+    assert "no allocation map from changed block tracking" in m.log_text()
+    assert "QueryChangedDiskAreas: File: " in m.log_text()
+
+
+@pytest.mark.parametrize("lie,says", [
+    ("past_end", "passes the end of the 4194304-byte disk"),
+    ("repeat", "no progress at offset 1048576"),
+    ("endless", "more than 128 answers"),
+    ("overlap", "overlaps"),
+])
+def test_cbt_lying_answers_fail_clearly(vcsim, mount, lie, says):
+    vcsim.seed(CBT_VM, extents=[(0, 4096)], seed=24)
+    vcsim.faults(cbt_lie=lie)
+    m = mount(config_text=config(vcsim))
+    with pytest.raises(OSError) as exc:
+        read_all(vm_dir(m, CBT_VM) / "disk.vmdk")
+    assert exc.value.errno == 5
+    line = m.wait_state("vsphere/DC0/%s/disk.vmdk.progress" % CBT_VM,
+                        "failed")
+    assert "QueryChangedDiskAreas" in line["error"]
+    assert says in line["error"]
+    # no byte of the disk was read: only the one-byte probes
+    nbytes, gets = fetched(vcsim)
+    assert nbytes <= gets
+
+
+# --- times -----------------------------------------------------------------------
+
+def test_vm_times(vcsim, mount):
+    m = mount(config_text=config(vcsim))
+    off, on = vcsim.vm(OFF_VM), vcsim.vm(CBT_ON_VM)
+    assert off["create_date"] and not on["create_date"] and on["boot_time"]
+    # created where the server says, else booted
+    for name, want in ((OFF_VM, off["create_date"]),
+                       (CBT_ON_VM, on["boot_time"])):
+        d = vm_dir(m, name)
+        assert os.stat(d).st_mtime == want
+        assert os.stat(d / "disk.vmdk").st_mtime == want
+        assert os.stat(d / "info.json").st_mtime == want
+    info = json.loads((vm_dir(m, OFF_VM) / "info.json").read_text())
+    assert info["create_date"].startswith("2023-04-05T06:07:")
+    assert json.loads((vm_dir(m, CBT_ON_VM) / "info.json").read_text())[
+        "create_date"] is None
 
 
 # --- TLS ------------------------------------------------------------------------

@@ -389,3 +389,65 @@ def test_snapshot_create_read_remove(vcsim):
     c = vcsim.counters()
     assert c["soap.CreateSnapshot_Task"] == 1
     assert c["soap.RemoveSnapshot_Task"] == 1
+
+
+CBT_VM = "DC0_C0_RP0_VM2"      # powered off, changed block tracking
+CBT_ON_VM = "DC0_H0_VM2"       # powered on, changed block tracking
+
+
+def changed_areas(s, ref, key, offset, snap=None):
+    """One QueryChangedDiskAreas answer: (startOffset, length, [(start,
+    length)])."""
+    args = (mo("snapshot", snap) if snap else "") + (
+        "<deviceKey>%d</deviceKey><startOffset>%d</startOffset>"
+        "<changeId>*</changeId>" % (key, offset))
+    rv = s.call("QueryChangedDiskAreas", ref, args).find("vim:returnval", NS)
+    return (int(rv.findtext("vim:startOffset", namespaces=NS)),
+            int(rv.findtext("vim:length", namespaces=NS)),
+            [(int(a.findtext("vim:start", namespaces=NS)),
+              int(a.findtext("vim:length", namespaces=NS)))
+             for a in rv.findall("vim:changedArea", NS)])
+
+
+def test_changed_disk_areas_in_parts(vcsim):
+    s = logged_in(vcsim)
+    vm = vcsim.vm(CBT_VM)
+    assert vm["change_tracking"] and vm["power_state"] == "poweredOff"
+    disk = vm["disks"][0]
+    vcsim.seed(CBT_VM, extents=[(100, 10), (MiB + 65536, 65537)])
+    vcsim.faults(cbt_span=MiB)
+    pos, areas, answers = 0, [], 0
+    while pos < disk["capacity"]:
+        start, length, got = changed_areas(s, vm_ref(vcsim, CBT_VM),
+                                           disk["key"], pos)
+        assert start == pos and 0 < length <= MiB
+        areas += got
+        pos, answers = start + length, answers + 1
+    assert answers == disk["capacity"] // MiB
+    # 64 KiB blocks that are not all zeros
+    assert areas == [(0, 65536), (MiB + 65536, 2 * 65536)]
+
+    # no tracking: a FileFault
+    off = vcsim.vm(OFF_VM)
+    with pytest.raises(SoapFault) as exc:
+        changed_areas(s, vm_ref(vcsim, OFF_VM), off["disks"][0]["key"], 0)
+    assert exc.value.name == "File"
+    assert "change tracking is not enabled" in exc.value.message
+
+
+def test_changed_disk_areas_of_a_snapshot(vcsim):
+    s = logged_in(vcsim)
+    ref = vm_ref(vcsim, CBT_ON_VM)
+    disk = vcsim.vm(CBT_ON_VM)["disks"][0]
+    vcsim.seed(CBT_ON_VM, extents=[(3 * MiB, 4096)])
+    vcsim.faults(cbt_span=0)      # one answer for the whole disk
+    # a running VM's current state has no answer; its snapshot has
+    with pytest.raises(SoapFault):
+        changed_areas(s, ref, disk["key"], 0)
+    task = moref(s.call("CreateSnapshot_Task", ref,
+                        "<name>t</name><memory>false</memory>"
+                        "<quiesce>false</quiesce>").find("vim:returnval", NS))
+    snap = moref(s.wait_task(task))
+    assert changed_areas(s, ref, disk["key"], 0, snap) == \
+        (0, disk["capacity"], [(3 * MiB, 65536)])
+    assert vcsim.counter("cbt.snapshot") == 1

@@ -3,7 +3,10 @@
 (govmomi's simulator plus ExportVm leases, NFC streams, OVF descriptors,
 paging and session-checked datastore reads), built once by
 tests/emulators/build-vcsim.sh and started once per session over HTTPS with
-a 2048-bit self-signed certificate for 127.0.0.1.
+a 2048-bit self-signed certificate for 127.0.0.1. Six VMs: DC0_C0_RP0_VM0
+(on, 4 MiB), _VM1 (off, 2 and 3 MiB), _VM2 (off, changed block tracking,
+4 MiB or -cbt-mib), DC0_H0_VM0 (on, folder Prod, 3 MiB), _VM1 (template,
+2 MiB), _VM2 (on, changed block tracking, no config.createDate, 4 MiB).
 
     def test_x(vcsim):                      # reset before each test
         vcsim.url, vcsim.username, vcsim.password, vcsim.ca_file,
@@ -13,6 +16,11 @@ a 2048-bit self-signed certificate for 127.0.0.1.
         vcsim.vm("DC0_C0_RP0_VM1")["disks"][0]["flat_path"]
         vcsim.seed("DC0_C0_RP0_VM1", extents=[(0, 4096)], disk=0, seed=1)
         vcsim.faults(nfc_range=True, lease_timeout=3); vcsim.counters()
+        vcsim.faults(cbt_span=MiB, cbt_off=True, cbt_lie="overlap")
+                                            # QueryChangedDiskAreas switches;
+                                            # counters cbt.answers,
+                                            # cbt.snapshot, cbt.faults,
+                                            # folder.bytes, folder.gets
         s = vcsim.soap(); s.login(); s.call("ExportVm", this=...)
 """
 

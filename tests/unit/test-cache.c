@@ -891,6 +891,65 @@ static void test_prefetch(void)
 	env_clear(&e);
 }
 
+/* The whole-disk fill of a sparse disk: once every data chunk is in,
+ * more reads do not scan the chunk list again (a 2 TiB disk has half a
+ * million chunks, and cp reads it 128 KiB at a time); a chunk that goes
+ * makes the fill look again. */
+static void test_fill_sparse(void)
+{
+	const guint64 n = 4096;
+	CfsExtent data[] = { { 0, 20 * CHUNK }, { 3000 * CHUNK, CHUNK } };
+	Env e;
+	CfsCacheStats st;
+	guint64 scanned;
+
+	env_init(&e, n * CHUNK, data, G_N_ELEMENTS(data), 0);
+	env_open_cache(&e, "key", CHUNK, 4, FILL_SYNC);
+	cfs_cache_add_readers(e.cache, +1);
+	cfs_cache_note_read(e.cache, 0, 1024 * KiB);
+	cfs_cache_note_read(e.cache, 1024 * KiB, 128 * KiB);
+	cfs_cache_stats(e.cache, &st);
+	g_assert_cmpuint(st.present, ==, st.total);
+	g_assert_cmpuint(fetcher_times(e.f, 3000), ==, 1);
+	scanned = st.scanned;
+	for (guint i = 0; i < 1000; i++)
+		cfs_cache_note_read(e.cache, (1152 + 128 * i) * KiB,
+				    128 * KiB);
+	cfs_cache_stats(e.cache, &st);
+	g_assert_cmpuint(st.scanned - scanned, <=, n);
+	g_assert_cmpuint(fetcher_count(e.f), ==, 21);
+	read_and_check(&e, 3000 * CHUNK, CHUNK);
+	cfs_cache_add_readers(e.cache, -1);
+	env_clear(&e);
+}
+
+/* A reader that asked where an extent ends (SEEK_HOLE) gets that extent
+ * prefetched before its first read, and nothing past its end. */
+static void test_note_extent(void)
+{
+	Env e;
+
+	env_init(&e, 16 * CHUNK, NULL, 0, 0);
+	cfs_extent_map_unref(e.map);
+	e.map = cfs_extent_map_new_full(16 * CHUNK);
+	env_open_cache(&e, "key", CHUNK, 2, FILL_MANUAL);
+	cfs_cache_add_readers(e.cache, +1);
+	cfs_cache_note_extent(e.cache, 4 * CHUNK, 3 * CHUNK);
+	g_assert_cmpuint(fetcher_count(e.f), ==, 2);
+	g_assert_cmpuint(fetcher_nth(e.f, 0), ==, 4);
+	g_assert_cmpuint(fetcher_nth(e.f, 1), ==, 5);
+	g_assert_false(fetcher_nth_demand(e.f, 0));
+	fetcher_complete(e.f, 4, NULL);
+	g_assert_cmpuint(fetcher_count(e.f), ==, 3);
+	g_assert_cmpuint(fetcher_nth(e.f, 2), ==, 6);
+	fetcher_complete_all(e.f);
+	g_assert_cmpuint(fetcher_count(e.f), ==, 3);	/* not chunk 7 */
+	read_and_check(&e, 4 * CHUNK, 3 * CHUNK);
+	g_assert_cmpuint(fetcher_count(e.f), ==, 3);
+	cfs_cache_add_readers(e.cache, -1);
+	env_clear(&e);
+}
+
 /* Present chunks survive a close; another key or chunk size starts over. */
 static void test_persist(void)
 {
@@ -1078,6 +1137,42 @@ static void test_evict_closed(void)
 	env_clear(&e);
 }
 
+/* Bytes proved wrong are forgotten: every chunk no hold pins leaves the
+ * bitmap and the data file, a pinned one once it is let go, and nothing
+ * of them survives a reopen. */
+static void test_forget(void)
+{
+	Env e;
+	Waiter w;
+	CfsCacheStats st;
+
+	env_init(&e, 8 * CHUNK, NULL, 0, 0);
+	cfs_extent_map_unref(e.map);
+	e.map = cfs_extent_map_new_full(8 * CHUNK);
+	env_open_cache(&e, "key", CHUNK, 4, FILL_SYNC);
+	for (guint64 i = 0; i < 8; i++)
+		read_and_check(&e, i * CHUNK, CHUNK);
+	waiter_init(&w, e.cache);
+	g_assert_true(acquire(e.cache, 2 * CHUNK, 10, &w));
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, 7 * CHUNK);
+	cfs_cache_stats(e.cache, &st);
+	g_assert_cmpuint(st.present, ==, CHUNK);
+	release(&w);
+	waiter_clear(&w);
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, CHUNK);
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, 0);
+	g_assert_cmpuint(env_data_blocks(&e), ==, 0);
+	g_assert_cmpuint(cfs_store_usage(e.store), ==, 0);
+	/* Read again: fetched again. */
+	read_and_check(&e, 5 * CHUNK, CHUNK);
+	g_assert_cmpuint(fetcher_times(e.f, 5), ==, 2);
+	g_assert_cmpuint(cfs_cache_forget(e.cache), ==, CHUNK);
+	env_close_cache(&e);
+	g_assert_cmpuint(cfs_store_peek(e.store, "key", "disk one.vhd", e.map,
+					CHUNK), ==, 0);
+	env_clear(&e);
+}
+
 /* Stream sources claim chunks themselves. */
 static void test_claim(void)
 {
@@ -1115,10 +1210,13 @@ int main(int argc, char **argv)
 	g_test_add_func("/cache/cancel", test_cancel);
 	g_test_add_func("/cache/parallel", test_parallel);
 	g_test_add_func("/cache/prefetch", test_prefetch);
+	g_test_add_func("/cache/fill-sparse", test_fill_sparse);
+	g_test_add_func("/cache/note-extent", test_note_extent);
 	g_test_add_func("/cache/persist", test_persist);
 	g_test_add_func("/cache/modes", test_modes);
 	g_test_add_func("/cache/evict", test_evict);
 	g_test_add_func("/cache/evict-closed", test_evict_closed);
+	g_test_add_func("/cache/forget", test_forget);
 	g_test_add_func("/cache/claim", test_claim);
 	return g_test_run();
 }

@@ -24,23 +24,24 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-const exportProxyType = "CfsExportVm"
+// vmProxyType: a VM's calls that the simulator lacks (ExportVm here,
+// QueryChangedDiskAreas in cbt.go) go to a vmProxy whose moref is the
+// VM's value under this type; the front handler only retypes _this.
+const vmProxyType = "CfsVmProxy"
 
-// exportProxy takes a VM's ExportVm calls; its moref is the VM's value
-// under another type, so the front handler only retypes _this.
-type exportProxy struct {
+type vmProxy struct {
 	mo.ManagedEntity
 	emu *emulator
 }
 
-func (p *exportProxy) Reference() types.ManagedObjectReference { return p.Self }
+func (p *vmProxy) Reference() types.ManagedObjectReference { return p.Self }
 
-func (e *emulator) ensureExportProxy(vm string) {
-	ref := types.ManagedObjectReference{Type: exportProxyType, Value: vm}
+func (e *emulator) ensureVmProxy(vm string) {
+	ref := types.ManagedObjectReference{Type: vmProxyType, Value: vm}
 	if simulator.Map.Get(ref) != nil {
 		return
 	}
-	p := &exportProxy{emu: e}
+	p := &vmProxy{emu: e}
 	p.Self = ref
 	simulator.Map.Put(p)
 }
@@ -64,7 +65,7 @@ func namedFault(name string) types.BaseMethodFault {
 	}
 }
 
-func (p *exportProxy) ExportVm(ctx *simulator.Context, req *types.ExportVm) soap.HasFault {
+func (p *vmProxy) ExportVm(ctx *simulator.Context, req *types.ExportVm) soap.HasFault {
 	e := p.emu
 	body := &methods.ExportVmBody{}
 	vmRef := types.ManagedObjectReference{Type: "VirtualMachine", Value: req.This.Value}

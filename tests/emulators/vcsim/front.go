@@ -34,12 +34,15 @@ type Faults struct {
 	NfcFailAfter  int64  `json:"nfc_fail_after"` // cut the NFC connection after this many bytes, -1 never
 	NfcHostStar   bool   `json:"nfc_host_star"`  // deviceUrl host is "*"
 	NfcFileSize   bool   `json:"nfc_file_size"`  // deviceUrl.fileSize is the stream's size (else 0)
+	CbtSpan       int64  `json:"cbt_span"`       // bytes of the disk one QueryChangedDiskAreas answer covers
+	CbtOff        bool   `json:"cbt_off"`        // QueryChangedDiskAreas faults as if tracking were off
+	CbtLie        string `json:"cbt_lie"`        // "past_end", "repeat", "endless", "overlap" or ""
 }
 
 func defaultFaults() Faults {
 	return Faults{LockRunning: true, LeaseTimeout: 300, PageSize: 2,
 		NfcRange: false, NfcLength: true, NfcFailAfter: -1,
-		NfcHostStar: true, NfcFileSize: true}
+		NfcHostStar: true, NfcFileSize: true, CbtSpan: MiB}
 }
 
 type emulator struct {
@@ -57,6 +60,7 @@ type emulator struct {
 	initial  map[string]vmPlan // by VM name: what reset restores
 	pager    *pager
 	nextID   int
+	cbtMiB   int64 // size of the powered-off VM with tracking on
 }
 
 func newEmulator(c *vim25.Client, workDir string) *emulator {
@@ -218,10 +222,10 @@ func (e *emulator) serveSDK(w http.ResponseWriter, r *http.Request) {
 			body = passwordElem.ReplaceAll(body, []byte("${1}cfs-refused${2}"))
 			e.count("fault.Login", 1)
 		}
-	case "ExportVm":
+	case "ExportVm", "QueryChangedDiskAreas":
 		if call.thisType == "VirtualMachine" {
-			e.ensureExportProxy(call.thisVal)
-			body = retype(body, call, exportProxyType)
+			e.ensureVmProxy(call.thisVal)
+			body = retype(body, call, vmProxyType)
 		}
 	case "CreateDescriptor":
 		if call.thisType == "OvfManager" {

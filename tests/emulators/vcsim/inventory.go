@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
@@ -27,15 +28,28 @@ type vmPlan struct {
 	PoweredOn bool
 	Template  bool
 	Folder    string // a folder under the datacenter's vm folder, "" for none
+	CBT       bool   // config.changeTrackingEnabled
+	Created   bool   // config.createDate set (else only runtime.bootTime)
 }
 
-// plans, by the VM's rank in name order (the models' names sort stably).
+// plans, by the VM's rank in name order (the models' names sort stably:
+// DC0_C0_RP0_VM0..2, then DC0_H0_VM0..2).
 var plans = []vmPlan{
-	{DiskMiB: []int64{4}, PoweredOn: true},
-	{DiskMiB: []int64{2, 3}, PoweredOn: false},
-	{DiskMiB: []int64{3}, PoweredOn: true, Folder: "Prod"},
-	{DiskMiB: []int64{2}, PoweredOn: false, Template: true},
+	{DiskMiB: []int64{4}, PoweredOn: true, Created: true},
+	{DiskMiB: []int64{2, 3}, PoweredOn: false, Created: true},
+	{DiskMiB: []int64{4}, PoweredOn: false, CBT: true, Created: true},
+	{DiskMiB: []int64{3}, PoweredOn: true, Folder: "Prod", Created: true},
+	{DiskMiB: []int64{2}, PoweredOn: false, Template: true, Created: true},
+	{DiskMiB: []int64{4}, PoweredOn: true, CBT: true},
 }
+
+// vmTimes are the times the inventory reports: config.createDate (VMs
+// whose plan says Created) and runtime.bootTime (every VM), one second
+// apart by rank so that a test can tell them apart.
+var (
+	createBase = time.Date(2023, 4, 5, 6, 7, 8, 0, time.UTC)
+	bootBase   = time.Date(2024, 9, 10, 11, 12, 13, 0, time.UTC)
+)
 
 func (e *emulator) shapeInventory(ctx context.Context) error {
 	finder := find.NewFinder(e.client, true)
@@ -59,12 +73,30 @@ func (e *emulator) shapeInventory(ctx context.Context) error {
 			break
 		}
 		plan := plans[i]
+		if i == 2 && e.cbtMiB > 0 {
+			plan.DiskMiB = []int64{e.cbtMiB}
+		}
 		if err := e.shapeVM(ctx, folders, vm, plan); err != nil {
 			return fmt.Errorf("%s: %w", vm.Name(), err)
 		}
+		setTimes(vm.Reference(), plan, i)
 		e.initial[vm.Name()] = plan
 	}
 	return nil
+}
+
+func setTimes(ref types.ManagedObjectReference, plan vmPlan, rank int) {
+	obj := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	boot := bootBase.Add(time.Duration(rank) * time.Second)
+	simulator.Map.WithLock(obj, func() {
+		obj.Runtime.BootTime = &boot
+		if plan.Created {
+			created := createBase.Add(time.Duration(rank) * time.Second)
+			obj.Config.CreateDate = &created
+		} else {
+			obj.Config.CreateDate = nil
+		}
+	})
 }
 
 func waitTask(t *object.Task, err error) error {
@@ -111,7 +143,12 @@ func (e *emulator) shapeVM(ctx context.Context, folders *object.DatacenterFolder
 			FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate,
 			Device:        disk})
 	}
-	if err := waitTask(vm.Reconfigure(ctx, types.VirtualMachineConfigSpec{DeviceChange: changes})); err != nil {
+	spec := types.VirtualMachineConfigSpec{DeviceChange: changes}
+	if plan.CBT {
+		on := true
+		spec.ChangeTrackingEnabled = &on
+	}
+	if err := waitTask(vm.Reconfigure(ctx, spec)); err != nil {
 		return fmt.Errorf("reconfigure: %w", err)
 	}
 
@@ -281,6 +318,9 @@ type vmView struct {
 	Path      string     `json:"path"` // inventory path, "/DC0/vm/Prod/DC0_C0_RP0_VM0"
 	Disks     []diskInfo `json:"disks"`
 	Snapshots int        `json:"snapshots"`
+	CBT       bool       `json:"change_tracking"`
+	Created   int64      `json:"create_date"` // seconds since the epoch, 0: none
+	Booted    int64      `json:"boot_time"`   // seconds since the epoch, 0: none
 }
 
 func countSnapshots(list []types.VirtualMachineSnapshotTree) int {
@@ -323,6 +363,14 @@ func (e *emulator) vms() []vmView {
 			if vm.Config != nil {
 				v.Template = vm.Config.Template
 				v.UUID = vm.Config.Uuid
+				v.CBT = vm.Config.ChangeTrackingEnabled != nil &&
+					*vm.Config.ChangeTrackingEnabled
+				if vm.Config.CreateDate != nil {
+					v.Created = vm.Config.CreateDate.Unix()
+				}
+			}
+			if vm.Runtime.BootTime != nil {
+				v.Booted = vm.Runtime.BootTime.Unix()
 			}
 			if vm.Snapshot != nil {
 				v.Snapshots = countSnapshots(vm.Snapshot.RootSnapshotList)

@@ -2,7 +2,8 @@
 // A vCenter emulator for the vsphere provider's tests: govmomi's simulator
 // plus what it lacks (ExportVm with a real HttpNfcLease and NFC downloads,
 // OvfManager.CreateDescriptor, paged RetrievePropertiesEx, session-checked
-// datastore reads), with fault switches and counters on a control port.
+// datastore reads, QueryChangedDiskAreas), with fault switches and counters
+// on a control port.
 //
 // Prints "URL <sdk url>", "PORT <n>", "CONTROL <n>", "DATASTORE <dir>" and
 // "READY" on stdout, then serves until SIGTERM/SIGINT.
@@ -36,6 +37,7 @@ func main() {
 	pageSize := flag.Int("page-size", 2, "largest RetrievePropertiesEx page (0: no paging)")
 	username := flag.String("username", "user", "the one account Login accepts")
 	password := flag.String("password", "pass", "its password")
+	cbtMiB := flag.Int64("cbt-mib", 4, "size of the powered-off VM with changed block tracking (MiB)")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 
@@ -43,6 +45,8 @@ func main() {
 	switch *modelName {
 	case "vpx":
 		model = simulator.VPX()
+		// Three VMs a host: the third ones have changed block tracking.
+		model.Machine = 3
 	case "esx":
 		model = simulator.ESX()
 	default:
@@ -69,6 +73,7 @@ func main() {
 	}
 
 	emu := newEmulator(client, *workDir)
+	emu.cbtMiB = *cbtMiB
 	emu.defaults.LeaseTimeout = *leaseTimeout
 	emu.defaults.PageSize = *pageSize
 	emu.faults = emu.defaults
