@@ -17,6 +17,7 @@ same HyperV object:
     .winrm(script, transport="ntlm"|"basic", ...) -> (stdout, stderr, code)
     .smbclient(command) -> CompletedProcess
     .smb_sessions() -> number of SMB connections smbd has open
+    .smb_drop_sessions() -> how many connections it broke (SIGKILL)
 
 hyperv_config(hv, folder, ...) writes the password files into folder and
 gives a [hyperv] section for the emulator (over SMB, or export_mount).
@@ -336,11 +337,22 @@ class HyperV:
              "-m", "SMB3", "-c", command],
             capture_output=True, text=True, timeout=60, cwd=cwd)
 
-    def smb_sessions(self):
+    def _smb_session_pids(self):
         r = subprocess.run(["smbstatus", "-s", self.smbd.conf, "-b"],
                            capture_output=True, text=True, timeout=30)
-        return sum(1 for line in r.stdout.splitlines()
-                   if line.split()[1:2] == [self.smb_user])
+        return [int(line.split()[0]) for line in r.stdout.splitlines()
+                if line.split()[1:2] == [self.smb_user]]
+
+    def smb_sessions(self):
+        return len(self._smb_session_pids())
+
+    def smb_drop_sessions(self):
+        """Kill the smbd processes serving the SMB connections: their
+        clients see the connections break."""
+        pids = self._smb_session_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return len(pids)
 
     def stop(self):
         if self.smbd is not None:

@@ -229,6 +229,31 @@ def test_parallel_smb_reads(hv, mount, tmp_path):
         assert "thread support" not in m.log_text()
 
 
+def test_broken_smb_connection_is_made_again(hv, mount, tmp_path):
+    """The server drops every SMB connection in the middle of a copy: each
+    reader connects again once, and the copy is still byte for byte."""
+    raws = dict(RAWS)
+    raws[BULK_DISK] = sparse_raw(24 * MiB, [(0, 24 * MiB)], 6)
+    inv = json.loads(json.dumps(INVENTORY))
+    inv["vms"].append({"Name": "bulk01", "State": "Off", "HardDrives": [
+        {"ControllerType": "SCSI", "Path": BULK_DISK}]})
+    hv.seed(inv, raws)
+    m = mount(config_text=hyperv_config(hv, tmp_path),
+              options={"verbose": True})
+    disk = m.path / "hyperv" / "bulk01" / "disk.vhdx"
+    fd = os.open(disk, os.O_RDONLY)
+    try:
+        read_range(disk, 0, 4096)
+        assert hv.smb_drop_sessions() >= 1
+        dst, _ = copy_and_check(hv, m, tmp_path, "bulk01", "disk.vhdx",
+                                raws[BULK_DISK], "bulk01.vhdx")
+        with open(exported_file(hv, "bulk01", "bulk01.vhdx"), "rb") as f:
+            assert dst.read_bytes() == f.read()
+    finally:
+        os.close(fd)
+    assert "SMB read failed" in m.log_text()
+
+
 def test_smb_connections_is_checked(hv, cloudfs_bin, tmp_path):
     from test_core import expect_refusal
     config = tmp_path / "hv.conf"
