@@ -341,8 +341,8 @@ static CfsVm *vm_make(HvProvider *prov, json_object *vmj, GPtrArray *drives,
 	json_add_str(o, "id", id);
 	json_add_str(o, "state", vm_state_name(state));
 	if (created) {
-		g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(created);
-		g_autofree char *iso = g_date_time_format_iso8601(dt);
+		g_autoptr(GDateTime) t = g_date_time_new_from_unix_utc(created);
+		g_autofree char *iso = g_date_time_format_iso8601(t);
 
 		json_add_str(o, "created", iso);
 	} else {

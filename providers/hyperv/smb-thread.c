@@ -46,7 +46,7 @@ typedef struct SmbTlsValue SmbTlsValue;
 typedef struct {
 	pthread_key_t key;
 	GMutex lock;
-	SmbTlsValue *spare;	/* protected by lock: left by ended threads */
+	SmbTlsValue *spare;	/* protected by lock: ended threads' */
 } SmbTls;
 
 /* What a thread holds for one variable: the pthread value. */

@@ -53,7 +53,7 @@ typedef struct {
 	GCond cond;		/* a connection or a reader came back */
 	GPtrArray *idle;	/* protected by lock: SmbConns not in use */
 	guint conns;		/* protected by lock: idle and in use */
-	guint readers;		/* protected by lock: local reads running */
+	guint readers;		/* protected by lock: local reads now */
 	bool shut;		/* protected by lock: the export ended */
 } HvSource;
 
