@@ -45,7 +45,8 @@ typedef struct {
 	char *domain;
 	char *user;
 	char *password;		/* a secret */
-	int fd;			/* export_mount: the open file, else -1 */
+	bool over_smb;	/* read over SMB, else from export_mount */
+	int fd;			/* protected by lock: export_mount's file */
 	guint max_conns;	/* the pool's bound */
 	bool parallel;		/* the library has thread support */
 
@@ -296,17 +297,19 @@ static void smb_give(HvSource *hs, SmbConn *conn)
 static bool local_pread(HvSource *hs, void *buf, gsize len, guint64 off,
 			GError **error)
 {
-	bool ok = false;
+	int fd;
+	bool ok;
 
 	g_mutex_lock(&hs->lock);
-	if (!hs->shut)
+	fd = hs->shut ? -1 : hs->fd;
+	if (fd >= 0)
 		hs->readers++;
-	else
-		g_set_error(error, CFS_ERROR, EIO, "the export was released");
 	g_mutex_unlock(&hs->lock);
-	if (error && *error)
+	if (fd < 0) {
+		g_set_error(error, CFS_ERROR, EIO, "the export was released");
 		return false;
-	ok = cfs_pread_all(hs->fd, buf, len, off, error);
+	}
+	ok = cfs_pread_all(fd, buf, len, off, error);
 	g_mutex_lock(&hs->lock);
 	hs->readers--;
 	g_cond_broadcast(&hs->cond);
@@ -321,7 +324,7 @@ static bool hv_source_pread(CfsSource *src, void *buf, gsize len,
 	SmbConn *conn;
 	bool ok;
 
-	if (hs->fd >= 0)
+	if (!hs->over_smb)
 		return local_pread(hs, buf, len, off, error);
 	conn = smb_take(hs, error);
 	if (!conn)
@@ -335,6 +338,7 @@ void hv_source_shut(CfsSource *src)
 {
 	HvSource *hs = src->priv;
 	g_autoptr(GPtrArray) idle = NULL;
+	int fd;
 
 	g_mutex_lock(&hs->lock);
 	hs->shut = true;
@@ -344,15 +348,15 @@ void hv_source_shut(CfsSource *src)
 	idle = g_steal_pointer(&hs->idle);
 	hs->idle = g_ptr_array_new();
 	hs->conns = 0;
+	fd = hs->fd;
+	hs->fd = -1;
 	g_mutex_unlock(&hs->lock);
 	for (guint i = 0; i < idle->len; i++) {
 		smb_conn_close(idle->pdata[i]);
 		g_free(idle->pdata[i]);
 	}
-	if (hs->fd >= 0) {
-		close(hs->fd);
-		hs->fd = -1;
-	}
+	if (fd >= 0)
+		close(fd);
 }
 
 static void hv_source_free(CfsSource *src)
@@ -463,6 +467,7 @@ CfsSource *hv_source_open(HvProvider *prov, const char *rel, GError **error)
 		ok = local_open(prov, hs, rel, &size, &mtime, error);
 	} else {
 		hs->url = smb_file_url(prov->smb_url, rel);
+		hs->over_smb = true;
 		hs->domain = sep ? g_strndup(prov->smb_user,
 					     (gsize)(sep - prov->smb_user)) :
 				   NULL;
