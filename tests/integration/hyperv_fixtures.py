@@ -390,21 +390,36 @@ def hyperv_config(hv, folder, auth="ntlm", password=None, smb_password=None,
     return text + extra
 
 
+_SHARED = {"hv": None, "base": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def hyperv_session():
+    """Started once per session: test modules that import this fixture
+    share one fake and one smbd."""
     need("openssl", "qemu-img", "smbd", "smbpasswd", "smbclient", "setsid")
     if not ensure_smb_user():
         pytest.skip("no system user %s for smbd (needs root to create)"
                     % SMB_USER)
-    # Not under pytest's basetemp: that is 0700 and smbd serves files as
-    # the share's user, who must be able to walk to them.
-    base = tempfile.mkdtemp(prefix="cfs-hyperv-")
-    hv = HyperV(base)
+    if _SHARED["hv"] is None:
+        # Not under pytest's basetemp: that is 0700 and smbd serves files
+        # as the share's user, who must be able to walk to them.
+        base = tempfile.mkdtemp(prefix="cfs-hyperv-")
+        try:
+            _SHARED["hv"] = HyperV(base)
+        except Exception:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+        _SHARED["base"] = base
+    _SHARED["users"] += 1
     try:
-        yield hv
+        yield _SHARED["hv"]
     finally:
-        hv.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            _SHARED["hv"].stop()
+            shutil.rmtree(_SHARED["base"], ignore_errors=True)
+            _SHARED["hv"] = _SHARED["base"] = None
 
 
 @pytest.fixture
