@@ -29,7 +29,8 @@ struct CfsStore {
 				 * caches (eviction, sync); a cache is not
 				 * detached while one runs */
 	bool stopping;		/* protected by lock: the sync thread ends */
-	GThread *syncer;	/* makes completed chunks durable each second */
+	GThread *syncer;	/* makes completed chunks durable each second;
+				 * started with the first cache, under lock */
 	guint64 usage;		/* protected by lock: bytes of chunks + dormant */
 	GList *dormant;		/* protected by lock: StoreDormant*, oldest first */
 	guint32 clock;		/* atomic: LRU ticks */

@@ -260,7 +260,8 @@ CfsStore *cfs_store_new(const char *dir, guint64 limit, guint64 min_free,
 		store->dormant = g_list_insert_sorted(store->dormant, dm,
 						      dormant_cmp);
 	}
-	store->syncer = g_thread_new("cfs-sync", store_sync_thread, store);
+	/* The syncer starts with the first cache: a daemon forks after the
+	 * store is made, and a fork keeps no thread but its caller. */
 	return store;
 }
 
@@ -273,7 +274,8 @@ void cfs_store_free(CfsStore *store)
 	store->stopping = true;
 	g_cond_broadcast(&store->cond);
 	g_mutex_unlock(&store->lock);
-	g_thread_join(store->syncer);
+	if (store->syncer)
+		g_thread_join(store->syncer);
 	g_list_free_full(store->dormant, (GDestroyNotify)dormant_free);
 	close(store->dir_fd);	/* and the lock with it */
 	g_cond_clear(&store->cond);
@@ -325,6 +327,9 @@ void cfs_store_attach(CfsStore *store, CfsCache *cache)
 	store_forget_dormant(store, cache->name);
 	store->usage += cache->present;
 	store->caches = g_list_prepend(store->caches, cache);
+	if (!store->syncer)
+		store->syncer = g_thread_new("cfs-sync", store_sync_thread,
+					     store);
 	g_mutex_unlock(&store->lock);
 	cfs_store_account(store, 0);
 }

@@ -3,12 +3,13 @@
 daemon was killed, and the size limit."""
 
 import hashlib
+import os
 import stat
 import subprocess
 import threading
 
-from conftest import (MiB, allocated_bytes, run_tool, sha256_file,
-                      wait_until)
+from conftest import (MiB, allocated_bytes, daemon_env, run_tool, sha256_file,
+                      wait_until, write_config)
 
 
 def test_cache_layout_and_reuse(http_server, images, mount, tmp_path):
@@ -129,3 +130,33 @@ def test_cache_size_bounds_the_cache(http_server, images, mount, tmp_path):
     assert sampler.peak <= bound, \
         "the cache reached %.1f MiB (bound %.1f MiB)" % (
             sampler.peak / MiB, bound / MiB)
+
+
+def test_daemon_makes_chunks_durable(cloudfs_bin, http_server, images,
+                                     tmp_path):
+    """Started as a daemon (no -f), chunks read are made durable within
+    seconds while the disk stays open, not only at close: the thread that
+    syncs them must run in the daemon, which forks after the cache store
+    is made."""
+    img = images.random("web01.raw", 8 * MiB, seed=45)
+    conf = write_config(tmp_path / "cloudfs.conf",
+                        {"web01": http_server.url(img.name)})
+    cache, mnt = tmp_path / "cache", tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run([str(cloudfs_bin), "-o", "config=%s,cache_dir=%s,"
+                    "chunk_size=1M" % (conf, cache), str(mnt)],
+                   check=True, timeout=30, env=daemon_env(),
+                   stdin=subprocess.DEVNULL)
+    try:
+        disk = mnt / "url" / "web01" / "disk.raw"
+        with open(disk, "rb") as f:
+            assert f.read(4 * MiB) == img.read(0, 4 * MiB)
+            durable = next(cache.rglob("durable"))
+            wait_until(lambda: any(durable.read_bytes()), 10,
+                       what="a durable chunk while the disk is open")
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], timeout=30)
+    # The daemon exits once unmounted; its cache folder is unlocked.
+    wait_until(lambda: subprocess.run(
+        ["pgrep", "-f", "cache_dir=%s," % cache],
+        capture_output=True).returncode != 0, 30, what="the daemon to exit")
