@@ -97,15 +97,9 @@ func allocated(path string, start, end int64) ([]types.DiskChangeExtent, error) 
 func (p *vmProxy) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
 	e := p.emu
 	body := &methods.QueryChangedDiskAreasBody{}
-	vmRef := types.ManagedObjectReference{Type: "VirtualMachine", Value: req.This.Value}
-	if ctx.Session == nil {
-		body.Fault_ = faultBody("", notAuthenticated(vmRef))
-		return body
-	}
-	vm, ok := simulator.Map.Get(vmRef).(*simulator.VirtualMachine)
-	if !ok {
-		body.Fault_ = faultBody("The object has already been deleted or has not been completely created",
-			&types.ManagedObjectNotFound{Obj: vmRef})
+	vm, _, fault := p.vm(ctx, req.This)
+	if fault != nil {
+		body.Fault_ = fault
 		return body
 	}
 	var tracked bool

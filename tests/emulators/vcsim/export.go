@@ -46,6 +46,22 @@ func (e *emulator) ensureVmProxy(vm string) {
 	simulator.Map.Put(p)
 }
 
+// vm is the VM a proxied call is for, or the fault the real server
+// answers: NotAuthenticated without a session, ManagedObjectNotFound for
+// a VM that is gone.
+func (p *vmProxy) vm(ctx *simulator.Context, this types.ManagedObjectReference) (*simulator.VirtualMachine, types.ManagedObjectReference, *soap.Fault) {
+	vmRef := types.ManagedObjectReference{Type: "VirtualMachine", Value: this.Value}
+	if ctx.Session == nil {
+		return nil, vmRef, faultBody("", notAuthenticated(vmRef))
+	}
+	vm, ok := simulator.Map.Get(vmRef).(*simulator.VirtualMachine)
+	if !ok {
+		return nil, vmRef, faultBody("The object has already been deleted or has not been completely created",
+			&types.ManagedObjectNotFound{Obj: vmRef})
+	}
+	return vm, vmRef, nil
+}
+
 func faultBody(msg string, f types.BaseMethodFault) *soap.Fault {
 	return simulator.Fault(msg, f)
 }
@@ -68,15 +84,9 @@ func namedFault(name string) types.BaseMethodFault {
 func (p *vmProxy) ExportVm(ctx *simulator.Context, req *types.ExportVm) soap.HasFault {
 	e := p.emu
 	body := &methods.ExportVmBody{}
-	vmRef := types.ManagedObjectReference{Type: "VirtualMachine", Value: req.This.Value}
-	if ctx.Session == nil {
-		body.Fault_ = faultBody("", notAuthenticated(vmRef))
-		return body
-	}
-	vm, ok := simulator.Map.Get(vmRef).(*simulator.VirtualMachine)
-	if !ok {
-		body.Fault_ = faultBody("The object has already been deleted or has not been completely created",
-			&types.ManagedObjectNotFound{Obj: vmRef})
+	vm, vmRef, fault := p.vm(ctx, req.This)
+	if fault != nil {
+		body.Fault_ = fault
 		return body
 	}
 	f := e.snapshotFaults()
