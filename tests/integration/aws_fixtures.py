@@ -11,11 +11,12 @@ python3, which has neither moto nor boto3).
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+from procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "tests" / "emulators" / "aws_launcher.py"
@@ -172,13 +173,7 @@ class AwsLauncher:
             "print(json.dumps([x['SnapshotId'] for x in r['Snapshots']]))")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc.stdout.close()
         self.log.close()
 

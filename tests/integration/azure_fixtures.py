@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from procs import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 EMULATORS = REPO / "tests" / "emulators"
 INSTALLER = EMULATORS / "install-azurite.sh"
@@ -134,13 +136,7 @@ class Azurite:
         return False
 
     def stop(self, close=True):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
         if close:
             self.log.close()
 
@@ -172,13 +168,7 @@ class AzureFake:
         self.endpoint = "http://127.0.0.1:%d" % self.port
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
         self.proc.stdout.close()
         self.log.close()
 

@@ -17,7 +17,6 @@ import os
 import random
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 HTTP_SERVER = REPO / "tests" / "emulators" / "httpserver.py"
@@ -325,13 +326,7 @@ class HttpServer:
         return self.control("reset")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
         self.proc.stdout.close()
         self.log.close()
 

@@ -18,7 +18,6 @@ real service-account key made by openssl once per session (`gcp_key`).
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_random_image, make_sparse_image
+from procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = REPO / "tests" / "emulators" / "gcp_fake.py"
@@ -270,13 +270,7 @@ class GcpFake:
                 "resource": state["instances"]["%s/%s" % (zone, name)]}
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc.stdout.close()
         self.log.close()
 

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from procs import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 FAKE = REPO / "tests" / "emulators" / "winrm_fake.py"
 EXPORT_ROOT = "D:\\cloudfs-exports"
@@ -357,13 +359,7 @@ class HyperV:
     def stop(self):
         if self.smbd is not None:
             self.smbd.stop()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc.stdout.close()
         self.log.close()
 

@@ -3,7 +3,6 @@
 daemon was killed, and the size limit."""
 
 import hashlib
-import os
 import stat
 import subprocess
 import threading

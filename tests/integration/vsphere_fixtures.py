@@ -28,7 +28,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import ssl
 import subprocess
 import time
@@ -39,6 +38,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
+
+from procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "tests" / "emulators" / "build-vcsim.sh"
@@ -320,13 +321,7 @@ class Vcsim:
         return Soap(self.url, self.ca_file)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc.stdout.close()
         self.log.close()
 
