@@ -15,6 +15,7 @@
 
 #include "cache/cache.h"
 #include "common/error.h"
+#include "tests/unit/rm-rf.h"
 
 #define KiB 1024ull
 #define CHUNK (64 * KiB)
@@ -112,23 +113,6 @@ typedef struct {
 	char *dir;
 	CfsExtentMap *map;
 } Env;
-
-static void rm_rf(const char *path)
-{
-	g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-	const char *name;
-
-	while (dir && (name = g_dir_read_name(dir))) {
-		g_autofree char *child = g_build_filename(path, name, NULL);
-		struct stat st;
-
-		if (lstat(child, &st) == 0 && S_ISDIR(st.st_mode))
-			rm_rf(child);
-		else
-			g_unlink(child);
-	}
-	g_rmdir(path);
-}
 
 static void env_init(Env *e, guint64 size)
 {
