@@ -9,6 +9,7 @@ random and sparse images with known seeds.  The helpers below are imported
 by the test modules (`from conftest import ...`).
 """
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -452,6 +453,27 @@ class Mount:
         except TimeoutError as exc:
             raise AssertionError("%s; last .progress: %r"
                                  % (exc, last.get("lines"))) from None
+
+    @contextlib.contextmanager
+    def watch_progress(self, rel, interval=0.05):
+        """While the body runs, a thread reads .progress file rel every
+        interval seconds; yields the list of first lines it saw."""
+        seen = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                lines = self.progress(rel)
+                if lines:
+                    seen.append(lines[0])
+                time.sleep(interval)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield seen
+        finally:
+            stop.set()
+            watcher.join(5)
 
     # lifecycle
     def log_text(self):

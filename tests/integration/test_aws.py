@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
@@ -280,22 +279,9 @@ def test_export_mode(method, emu, mount, monkeypatch, tmp_path):
     assert sorted(p for p in os.listdir(web) if not p.endswith("progress")) \
         == ["disk.vmdk", "info.json"]
     rel = "aws/%s/disk.vmdk.progress" % web.name
-    phases = []
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            lines = m.progress(rel)
-            if lines:
-                phases.append((lines[0]["state"], lines[0]["phase"]))
-            time.sleep(0.1)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with m.watch_progress(rel, interval=0.1) as lines:
         got = read_all(web / "disk.vmdk")
-    finally:
-        stop.set()
-        watcher.join(5)
+    phases = [(line["state"], line["phase"]) for line in lines]
     assert (web / "disk.vmdk").stat().st_size == len(got)
 
     # Before the provider's first report the phase is "-".

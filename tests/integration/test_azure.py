@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-import time
 import urllib.request
 
 import pytest
@@ -456,22 +454,9 @@ def test_phases_follow_retry_after(seeded, azure, mount, tmp_path):
     azure.lro_delays(retry_after=1)
     m = mount(config_text=conf(azure))
     rel = "azure/rg2/db01/disk.vhd.progress"
-    phases = []
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            lines = m.progress(rel)
-            if lines:
-                phases.append(lines[0]["phase"])
-            time.sleep(0.05)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with m.watch_progress(rel) as lines:
         got = read_all(m.path / "azure" / "rg2" / "db01" / "disk.vhd")
-    finally:
-        stop.set()
-        watcher.join(5)
+    phases = [line["phase"] for line in lines]
     assert got == seeded.blob("db01-osdisk")
     seen = [p.split(":")[0] for p in phases if p != "-"]
     assert "snapshot" in seen and "grant" in seen, phases

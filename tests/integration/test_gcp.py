@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
@@ -133,23 +132,10 @@ def test_copy_vmdk(gcp, mount, tmp_path):
     m = mount(config_text=gcp_config(gcp))
     src = disk_path(m)
     rel = "gcp/%s/web01/disk.vmdk.progress" % ZONE
-    phases = []
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            lines = m.progress(rel)
-            if lines:
-                phases.append(lines[0].get("phase"))
-            time.sleep(0.05)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     dst = tmp_path / "web01.vmdk"
-    try:
+    with m.watch_progress(rel) as lines:
         run_tool(["cp", src, dst], timeout=90)
-    finally:
-        stop.set()
-        watcher.join(5)
+    phases = [line.get("phase") for line in lines]
     run_tool(["qemu-img", "check", "-f", "vmdk", dst])
     qemu_compare(vm["disks"][0]["raw"].path, dst, "vmdk")
     assert src.stat().st_size == dst.stat().st_size
